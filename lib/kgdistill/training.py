@@ -1,0 +1,296 @@
+"""The training loop shared by every method: epochs, validation, selection, checkpoints, records.
+
+A *method* (:class:`Learner` subclass) owns its models and optimizers and knows how to take one
+training step; :func:`run` does everything else the same way for all of them:
+
+* shuffles reciprocal training triples with a seeded generator (saved in checkpoints),
+* evaluates on validation every ``eval_every`` epochs and at the end, selects the epoch with the
+  best validation MRR of the method's *selected* model (never test),
+* checkpoints atomically at each evaluation, so that a killed run started again with the same
+  config resumes and ends with the same numbers as an uninterrupted run (CPU, same seed),
+* evaluates test once, with the selected weights (overall, long-tail subset, per relation),
+* writes ``record.json`` atomically into ``<runs_dir>/<run name with config hash>/``; asking for
+  a run whose record exists returns the record without retraining.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .datasets import KGDataset, load_dataset, long_tail_split
+from .evaluation import Scorer, evaluation_report
+from .models import KBCModel, build_model
+from .records import atomic_torch_save, atomic_write_json, pick_device, provenance, read_json
+from .regularizers import regularize
+
+RECORD = "record.json"
+CHECKPOINT = "checkpoint.pt"
+
+
+def fit_loss(
+    model: KBCModel,
+    batch: torch.Tensor,
+    config: RunConfig,
+    class_weights: torch.Tensor | None = None,
+    masked: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Supervised loss of a batch of reciprocal triples: tail CE + RP·relation CE + regularizer.
+
+    Returns ``(loss, tail_scores)``; the scores (B, N) feed distillation terms.
+    """
+    tails, relations, factors = model(batch, masked=masked, relation_prediction=config.rp_weight > 0)
+    loss = F.cross_entropy(tails, batch[:, 2], weight=class_weights)
+    if config.rp_weight > 0:
+        loss = loss + config.rp_weight * F.cross_entropy(relations, batch[:, 1])
+    return loss + regularize(config.regularizer, factors, config.reg_weight), tails
+
+
+def load_module_state(module: torch.nn.Module, state: dict) -> None:
+    """``load_state_dict`` that also restores pruning masks absent from a fresh model."""
+    if isinstance(module, KBCModel) and "entity_mask" in state:
+        module.set_masks({"entity": state["entity_mask"], "relation": state["relation_mask"]})
+    module.load_state_dict(state)
+
+
+class Learner:
+    """One training method. Subclasses fill ``modules``/``optimizers`` and implement ``train_step``."""
+
+    #: name of the model whose validation MRR selects the epoch
+    selected = "model"
+
+    def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device):
+        self.config, self.dataset, self.device = config, dataset, device
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.class_weights = dataset.entity_frequency_weights().to(device) if config.entity_weights else None
+        self.phase_seconds: dict[str, float] = {}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Hook run before each epoch (e.g. recompute a pruning mask)."""
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def scorers(self) -> dict[str, Scorer]:
+        """Models to evaluate, by name; must include :attr:`selected`."""
+        raise NotImplementedError
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        raise NotImplementedError
+
+    def extra_record(self) -> dict:
+        return {}
+
+    # --- state -----------------------------------------------------------------------------
+    def model_state(self) -> dict:
+        return {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in self.modules.items()}
+
+    def load_model_state(self, state: dict) -> None:
+        for name, module_state in state.items():
+            load_module_state(self.modules[name], module_state)
+
+    def state_dict(self) -> dict:
+        return {
+            "models": self.model_state(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_model_state(state["models"])
+        for name, opt_state in state["optimizers"].items():
+            self.optimizers[name].load_state_dict(opt_state)
+        self.load_extra_state(state["extra"])
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def timed(self, phase: str):
+        """Context manager adding wall time to ``phase_seconds[phase]`` (syncs CUDA for honest numbers)."""
+        learner = self
+
+        class _Timer:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if learner.device.type == "cuda":
+                    torch.cuda.synchronize(learner.device)
+                learner.phase_seconds[phase] = learner.phase_seconds.get(phase, 0.0) + time.perf_counter() - self.start
+
+        return _Timer()
+
+
+class PlainLearner(Learner):
+    """Baseline: one backbone, Adagrad, full 1-vs-all cross-entropy (+RP, +regularizer)."""
+
+    def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device):
+        super().__init__(config, dataset, device)
+        model = build_model(config.model, dataset.n_entities, dataset.n_relations, config.rank, config.init_scale)
+        self.modules["model"] = model.to(device)
+        self.optimizers["model"] = torch.optim.Adagrad(model.parameters(), lr=config.learning_rate)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        model, optimizer = self.modules["model"], self.optimizers["model"]
+        with self.timed("step"):
+            loss, _ = fit_loss(model, batch, self.config, self.class_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return {"loss": loss.detach()}
+
+    def scorers(self) -> dict[str, Scorer]:
+        return {"model": self.modules["model"].score_tails}
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        return {"model": self.modules["model"].parameter_counts()}
+
+
+def make_learner(config: RunConfig, dataset: KGDataset, device: torch.device, runs_dir: Path) -> Learner:
+    if config.method == "baseline":
+        return PlainLearner(config, dataset, device)
+    from .distillation import DistillationLearner
+
+    return DistillationLearner(config, dataset, device, runs_dir)
+
+
+def run_dir_for(config: RunConfig, runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / config.run_name()
+
+
+def run(
+    config: RunConfig,
+    runs_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    device: str | None = "auto",
+    show_progress: bool = False,
+    force: bool = False,
+    keep_checkpoint: bool = True,
+    stop_after_epoch: int | None = None,
+    dataset: KGDataset | None = None,
+) -> dict:
+    """Train (or resume, or reuse) the run described by ``config`` and return its record.
+
+    ``force`` retrains even when a record exists. ``stop_after_epoch`` ends the process-like run
+    early after that epoch's checkpoint (used to test resumption); the returned dict then has
+    ``status: 'interrupted'``.
+    """
+    config.validate()
+    out = run_dir_for(config, runs_dir)
+    record_path = out / RECORD
+    if record_path.exists() and not force:
+        record = read_json(record_path)
+        if record.get("status") == "complete":
+            return record
+    dev = pick_device(device)
+    dataset = dataset if dataset is not None and dataset.name.lower() == config.dataset.lower() else load_dataset(config.dataset, data_dir)
+    torch.manual_seed(config.seed)
+    learner = make_learner(config, dataset, dev, Path(runs_dir))
+    generator = torch.Generator().manual_seed(config.seed)
+    train = dataset.reciprocal(dataset.train)
+    valid_scorers = learner.scorers()
+    history: list[dict] = []
+    best = {"epoch": 0, "mrr": -1.0, "state": None}
+    first_epoch = 1
+    checkpoint_path = out / CHECKPOINT
+    if checkpoint_path.exists() and not force:
+        checkpoint = torch.load(checkpoint_path, map_location=dev, weights_only=False)
+        learner.load_state_dict(checkpoint["learner"])
+        generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        history, best = checkpoint["history"], checkpoint["best"]
+        learner.phase_seconds = checkpoint.get("phase_seconds", {})
+        first_epoch = checkpoint["epoch"] + 1
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config.to_dict())
+
+    epochs = range(first_epoch, config.max_epochs + 1)
+    bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        learner.start_epoch(epoch)
+        order = torch.randperm(len(train), generator=generator)
+        losses: dict[str, float] = {}
+        n_batches = 0
+        for start in range(0, len(train), config.batch_size):
+            batch = train[order[start : start + config.batch_size]].to(dev)
+            for k, v in learner.train_step(batch).items():
+                losses[k] = losses.get(k, 0.0) + v
+            n_batches += 1
+        entry = {
+            "epoch": epoch,
+            "seconds": time.perf_counter() - t0,
+            "loss": {k: float(v) / n_batches for k, v in losses.items()},
+        }
+        bar.update(1)
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            entry["valid"] = {
+                name: evaluation_report(s, dataset, "valid", config.tie_policy, config.eval_batch_size, device=dev)["all"]
+                for name, s in valid_scorers.items()
+            }
+            mrr = entry["valid"][learner.selected]["MRR"]
+            if mrr > best["mrr"]:
+                best = {"epoch": epoch, "mrr": mrr, "state": learner.model_state()}
+            bar.set_postfix(valid_mrr=f"{mrr:.3f}")
+            history.append(entry)
+            atomic_torch_save(
+                {
+                    "epoch": epoch,
+                    "learner": learner.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                    "phase_seconds": learner.phase_seconds,
+                },
+                checkpoint_path,
+            )
+            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.max_epochs:
+                bar.close()
+                return {"status": "interrupted", "epoch": epoch}
+        else:
+            history.append(entry)
+    bar.close()
+
+    learner.load_model_state(best["state"])
+    tail = long_tail_split(dataset, config.long_tail_threshold)
+    test = {}
+    for name, s in learner.scorers().items():
+        report = evaluation_report(
+            s, dataset, "test", config.tie_policy, config.eval_batch_size,
+            subsets={"all": None, "long_tail": tail.test_mask}, per_relation=True, device=dev,
+        )
+        test[name] = report
+    train_seconds = [h["seconds"] for h in history]
+    record = {
+        "status": "complete",
+        "run_name": config.run_name(),
+        "config_hash": config.config_hash(),
+        "config": config.to_dict(),
+        "method": config.method,
+        "selected_model": learner.selected,
+        "selected_epoch": best["epoch"],
+        "best_valid_mrr": best["mrr"],
+        "history": history,
+        "test": test,
+        "long_tail": tail.summary(),
+        "parameter_counts": learner.parameter_counts(),
+        "seconds_per_epoch": sum(train_seconds) / max(1, len(train_seconds)),
+        "phase_seconds_per_epoch": {k: v / max(1, len(history)) for k, v in learner.phase_seconds.items()},
+        "provenance": provenance(dev),
+        **learner.extra_record(),
+    }
+    atomic_write_json(record_path, record)
+    if not keep_checkpoint:
+        checkpoint_path.unlink(missing_ok=True)
+    else:
+        atomic_torch_save({"models": best["state"], "epoch": best["epoch"]}, out / "best.pt")
+    return record
