@@ -51,20 +51,21 @@ def filtered_ranks(
     for start in range(0, len(queries), batch_size):
         batch = queries[start : start + batch_size]
         scores = scorer(batch)
-        target = batch[:, 2]
+        target = batch[:, 2].to(scores.device)
         target_score = scores.gather(1, target.unsqueeze(1))
         rows, cols = filters.answers(batch)
         rows, cols = rows.to(scores.device), cols.to(scores.device)
         answer_diff = scores[rows, cols] - target_score[rows, 0]  # exactly 0 for the target itself
-        n = len(batch)
-        # In place: s - s_t >= 0 iff s >= s_t (IEEE), and summing floats is several times faster
-        # than summing a fresh bool matrix; the score matrix is not used afterwards.
+        n, n_entities = scores.shape
+        # In place: s - s_t < 0 iff s < s_t (IEEE), and summing floats is several times faster than
+        # summing a fresh bool matrix. Counting the complement makes NaN scores count against the
+        # target (a diverged model ranks last, never first).
         diff = scores.sub_(target_score)
         ge = gt = None
-        if need_gt:  # strictly better entities, minus the known answers among them
-            gt = (diff > 0).sum(1) + 1 - torch.bincount(rows[answer_diff > 0], minlength=n)
-        if need_ge:  # at least as good: the known answers (target included) are removed, the target put back
-            ge = diff.ge_(0).sum(1) + 1 - torch.bincount(rows[answer_diff >= 0], minlength=n)
+        if need_gt:  # entities not at most as good as the target, minus the known answers among them
+            gt = n_entities + 1 - (diff <= 0).sum(1) - torch.bincount(rows[~(answer_diff <= 0)], minlength=n)
+        if need_ge:  # not worse than the target: known answers (target included) removed, target put back
+            ge = n_entities + 1 - diff.lt_(0).sum(1) - torch.bincount(rows[~(answer_diff < 0)], minlength=n)
         if tie_policy == "pessimistic":
             rank = ge.double()
         elif tie_policy == "optimistic":

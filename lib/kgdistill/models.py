@@ -175,7 +175,8 @@ class ComplEx(KBCModel):
     def _factors(self, h, r, t):
         def modulus(x):
             re, im = self._split(x)
-            return torch.sqrt(re**2 + im**2)
+            # clamp: pruned (exactly zero) entries would get an infinite sqrt gradient -> NaN
+            return torch.sqrt((re**2 + im**2).clamp_min(1e-30))
 
         return modulus(h), modulus(r), modulus(t)
 

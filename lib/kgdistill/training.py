@@ -32,6 +32,25 @@ RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
 
 
+def supervised_loss(
+    model: KBCModel,
+    batch: torch.Tensor,
+    config: RunConfig,
+    class_weights: torch.Tensor | None = None,
+    masked: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Losses of a batch of reciprocal triples (B, 3).
+
+    Returns ``(fit, penalty, tail_scores)``: ``fit`` = tail cross-entropy + ``rp_weight`` · relation
+    cross-entropy (RP), ``penalty`` = the regularizer, ``tail_scores`` (B, N) for distillation terms.
+    """
+    tails, relations, factors = model(batch, masked=masked, relation_prediction=config.rp_weight > 0)
+    fit = F.cross_entropy(tails, batch[:, 2], weight=class_weights)
+    if config.rp_weight > 0:
+        fit = fit + config.rp_weight * F.cross_entropy(relations, batch[:, 1])
+    return fit, regularize(config.regularizer, factors, config.reg_weight), tails
+
+
 def fit_loss(
     model: KBCModel,
     batch: torch.Tensor,
@@ -39,15 +58,9 @@ def fit_loss(
     class_weights: torch.Tensor | None = None,
     masked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Supervised loss of a batch of reciprocal triples: tail CE + RP·relation CE + regularizer.
-
-    Returns ``(loss, tail_scores)``; the scores (B, N) feed distillation terms.
-    """
-    tails, relations, factors = model(batch, masked=masked, relation_prediction=config.rp_weight > 0)
-    loss = F.cross_entropy(tails, batch[:, 2], weight=class_weights)
-    if config.rp_weight > 0:
-        loss = loss + config.rp_weight * F.cross_entropy(relations, batch[:, 1])
-    return loss + regularize(config.regularizer, factors, config.reg_weight), tails
+    """Baseline objective: tail CE + RP·relation CE + regularizer. Returns ``(loss, tail_scores)``."""
+    fit, penalty, tails = supervised_loss(model, batch, config, class_weights, masked)
+    return fit + penalty, tails
 
 
 def load_module_state(module: torch.nn.Module, state: dict) -> None:

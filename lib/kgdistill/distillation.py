@@ -1,0 +1,249 @@
+"""Distillation methods on one trainer: MetaSD (Algorithm 1), its ablations, KD and DML.
+
+Which parts run is set by ``RunConfig.method`` through :data:`kgdistill.config.METHODS`:
+
+* student ``"pruned"``: S is the source model T seen through a global magnitude mask at rate γ
+  (same parameters, ``masked=True``), the mask recomputed every epoch (or step);
+  ``"separate"``: S is its own small model whose dense size matches the pruned one.
+* teacher ``"mutual"``: T is trained on L_T = β·CE(T) + (1−β)·KL (Eq. 8–11) next to S;
+  ``"frozen"``: T is a finished baseline run (KD) and never changes.
+* ``meta``: MetaSD's Virtual-Train / Meta-Train before each Actual-Train (Eq. 4–6).
+
+Losses. Cross-entropy terms are the full 1-vs-all objective of the baseline (tail CE plus the RP
+relation CE when ``rp_weight`` > 0); the regularizer is added unweighted by α/β so that α = 1
+recovers the baseline. L_S = α·CE(S) + (1−α)·KL + reg(S), L_T = β·CE(T) + (1−β)·KL + reg(T).
+The KL is between softmax(scores / temperature) over all entities, scaled by temperature²
+(Hinton et al.); its direction follows ``kl_mode`` (see :func:`distillation_kl`).
+
+Meta step. θ'_S = θ_S − λ ∇_{θ_S} L_S(x; θ_S, θ_T) is built with ``torch.func.grad`` on a detached
+copy of the student's (masked) tables, so θ'_S depends on θ_T only through the teacher
+distribution in the KL, exactly as Eq. 4 reads; CE(S'(q)) on one quiz batch q is then
+differentiated with respect to θ_T (a Hessian-vector product through that graph) and applied with
+its own Adagrad at learning rate μ. The quiz set Q is a fixed random ``quiz_fraction`` of the
+(reciprocal) training triples drawn once with the run's seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+from .config import RunConfig
+from .datasets import KGDataset
+from .evaluation import Scorer
+from .models import KBCModel, build_model, rank_for_budget
+from .pruning import kept_count, magnitude_mask, mask_density
+from .regularizers import regularize
+from .training import Learner, load_module_state, supervised_loss
+
+
+def distillation_kl(
+    learner_scores: torch.Tensor, other_scores: torch.Tensor, temperature: float, mode: str, learner_is_student: bool
+) -> torch.Tensor:
+    """Batch-mean KL between the softmax distributions of two score matrices (B, N), × temperature².
+
+    ``mode="target_first"``: KL(other ‖ learner), the usual distillation direction (the learner
+    matches the other model's distribution). ``mode="paper"``: KL(S ‖ T) whichever model learns,
+    as Eq. 2 and Eq. 9 are written. Gradients flow into whichever inputs require them; callers
+    detach the side that must not learn.
+    """
+    log_l = F.log_softmax(learner_scores / temperature, dim=-1)
+    log_o = F.log_softmax(other_scores / temperature, dim=-1)
+    if mode == "target_first" or not learner_is_student:
+        # KL(p_o ‖ p_l); in "paper" mode the teacher's KL(S ‖ T) is this too (other = S)
+        kl = F.kl_div(log_l, log_o, reduction="batchmean", log_target=True)
+    else:  # paper mode, student learning: KL(p_S ‖ p_T) with the student first
+        kl = F.kl_div(log_o, log_l, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+class DistillationLearner(Learner):
+    """Teacher/student training with the switches of :data:`kgdistill.config.METHODS`."""
+
+    selected = "student"
+
+    def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device, runs_dir: Path):
+        super().__init__(config, dataset, device)
+        switches = config.switches
+        self.pruned = switches["student"] == "pruned"
+        self.teacher_mode = switches["teacher"]
+        self.meta = bool(switches["meta"])
+        if self.teacher_mode == "frozen":
+            teacher = self._load_frozen_teacher(config, dataset, device, runs_dir)
+        else:
+            teacher = build_model(config.model, dataset.n_entities, dataset.n_relations, config.rank, config.init_scale)
+        self.modules["teacher"] = teacher.to(device)
+        if self.pruned:
+            self.student = teacher
+        else:
+            student_rank = config.student_rank or self.budget_rank(config, dataset, teacher)
+            self.student = build_model(config.model, dataset.n_entities, dataset.n_relations, student_rank, config.init_scale)
+            self.modules["student"] = self.student.to(device)
+        trainable = list(self.student.parameters()) if not self.pruned else []
+        if self.teacher_mode == "mutual":
+            trainable = list(teacher.parameters()) + trainable
+        else:
+            teacher.requires_grad_(False)
+        self.optimizers["actual"] = torch.optim.Adagrad(trainable, lr=config.learning_rate)
+        if self.meta:
+            self.optimizers["meta"] = torch.optim.Adagrad(teacher.parameters(), lr=config.meta_lr)
+            train = dataset.reciprocal(dataset.train)
+            quiz_gen = torch.Generator().manual_seed(config.seed + 1)
+            size = max(1, int(round(config.quiz_fraction * len(train))))
+            self.quiz = train[torch.randperm(len(train), generator=quiz_gen)[:size]].to(device)
+            self.quiz_generator = torch.Generator().manual_seed(config.seed + 2)
+            self.quiz_batch_size = config.quiz_batch_size or config.batch_size
+        if self.pruned:
+            self.recompute_mask()
+
+    # --- construction helpers ------------------------------------------------------------------
+    @staticmethod
+    def budget_rank(config: RunConfig, dataset: KGDataset, teacher: KBCModel) -> int:
+        """Rank of a separate student whose dense size is at most the pruned student's."""
+        budget = kept_count(teacher.parameter_counts()["dense"], config.gamma)
+        return rank_for_budget(config.model, dataset.n_entities, dataset.n_relations, budget)
+
+    @staticmethod
+    def _load_frozen_teacher(config: RunConfig, dataset: KGDataset, device: torch.device, runs_dir: Path) -> KBCModel:
+        from .training import run, run_dir_for
+
+        teacher_config = RunConfig.from_dict(config.teacher)
+        if teacher_config.method != "baseline" or teacher_config.dataset.lower() != config.dataset.lower():
+            raise ValueError("config field 'teacher': the KD teacher must be a baseline run on the same dataset")
+        weights = run_dir_for(teacher_config, runs_dir) / "best.pt"
+        if not weights.exists():  # a committed record without weights: retrain the teacher
+            run(teacher_config, runs_dir, device=str(device), force=True, dataset=dataset)
+        model = build_model(
+            teacher_config.model, dataset.n_entities, dataset.n_relations, teacher_config.rank, teacher_config.init_scale
+        )
+        load_module_state(model, torch.load(weights, map_location="cpu", weights_only=False)["models"]["model"])
+        return model
+
+    # --- pruning -------------------------------------------------------------------------------
+    def recompute_mask(self) -> None:
+        teacher = self.modules["teacher"]
+        teacher.set_masks(magnitude_mask(teacher.prunable(), self.config.gamma))
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.pruned:
+            with self.timed("mask"):
+                self.recompute_mask()
+
+    # --- losses ----------------------------------------------------------------------------------
+    def student_objective(self, fit: torch.Tensor, penalty: torch.Tensor, s_scores, t_scores) -> torch.Tensor:
+        c = self.config
+        kl = distillation_kl(s_scores, t_scores, c.temperature, c.kl_mode, learner_is_student=True)
+        return c.alpha * fit + (1 - c.alpha) * kl + penalty
+
+    def teacher_objective(self, fit: torch.Tensor, penalty: torch.Tensor, t_scores, s_scores) -> torch.Tensor:
+        c = self.config
+        kl = distillation_kl(t_scores, s_scores, c.temperature, c.kl_mode, learner_is_student=False)
+        return c.beta * fit + (1 - c.beta) * kl + penalty
+
+    # --- one step of Algorithm 1 -------------------------------------------------------------------
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.pruned and self.config.mask_schedule == "step":
+            with self.timed("mask"):
+                self.recompute_mask()
+        out = {}
+        if self.meta:
+            out["quiz"] = self.meta_step(batch)
+        with self.timed("actual"):
+            out.update(self.actual_step(batch))
+        return out
+
+    def meta_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Virtual-Train (Eq. 4) then Meta-Train (Eq. 5–6) on a random quiz batch; returns the quiz loss."""
+        with self.timed("meta"):
+            idx = torch.randint(len(self.quiz), (self.quiz_batch_size,), generator=self.quiz_generator)
+            quiz = self.quiz[idx.to(self.quiz.device)]
+        quiz_loss, meta_grads = self.meta_gradient(batch, quiz)
+        with self.timed("meta"):
+            teacher, optimizer = self.modules["teacher"], self.optimizers["meta"]
+            for p, g in zip(teacher.parameters(), meta_grads):
+                p.grad = g
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return quiz_loss
+
+    def meta_gradient(self, batch: torch.Tensor, quiz: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """∇_{θ_T} CE(S'(quiz)) with θ'_S(θ_T) = θ_S − λ ∇_{θ_S} L_S(batch; θ_S, θ_T); returns (loss, grads)."""
+        c, teacher, student = self.config, self.modules["teacher"], self.student
+        with self.timed("virtual"):
+            entity, relation = student.tables(masked=self.pruned)
+            # θ_S: a copy of the student's weights; the mask (re-applied in the forward) keeps the
+            # virtual student's pruned entries at zero, so S' has S's sparsity.
+            theta_s = {"entity": entity.detach(), "relation": relation.detach()}
+            t_scores = teacher.score_tails(batch)  # differentiable in θ_T
+
+            def student_loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
+                tails, rels, factors = functional_call(
+                    student, params, (batch,), {"masked": self.pruned, "relation_prediction": c.rp_weight > 0}
+                )
+                fit = F.cross_entropy(tails, batch[:, 2], weight=self.class_weights)
+                if c.rp_weight > 0:
+                    fit = fit + c.rp_weight * F.cross_entropy(rels, batch[:, 1])
+                return self.student_objective(fit, regularize(c.regularizer, factors, c.reg_weight), tails, t_scores)
+
+            grads = grad(student_loss)(theta_s)
+            theta_virtual = {k: theta_s[k] - c.virtual_lr * grads[k] for k in theta_s}
+        with self.timed("meta"):
+            q_scores = functional_call(student, theta_virtual, (quiz,), {"masked": self.pruned})[0]
+            quiz_loss = F.cross_entropy(q_scores, quiz[:, 2], weight=self.class_weights)
+            meta_grads = torch.autograd.grad(quiz_loss, list(teacher.parameters()), allow_unused=True)
+        return quiz_loss.detach(), list(meta_grads)
+
+    def actual_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Actual-Train (Eq. 7–11): S on L_S, T on L_T (mutual) with the other side detached."""
+        teacher, student = self.modules["teacher"], self.student
+        mutual = self.teacher_mode == "mutual"
+        with torch.set_grad_enabled(mutual):
+            t_fit, t_pen, t_scores = supervised_loss(teacher, batch, self.config, self.class_weights)
+        s_fit, s_pen, s_scores = supervised_loss(student, batch, self.config, self.class_weights, masked=self.pruned)
+        loss_s = self.student_objective(s_fit, s_pen, s_scores, t_scores.detach())
+        total = loss_s
+        out = {"student": loss_s.detach()}
+        if mutual:
+            loss_t = self.teacher_objective(t_fit, t_pen, t_scores, s_scores.detach())
+            total = total + loss_t
+            out["teacher"] = loss_t.detach()
+        optimizer = self.optimizers["actual"]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return out
+
+    # --- evaluation and bookkeeping -------------------------------------------------------------------
+    def scorers(self) -> dict[str, Scorer]:
+        teacher, student = self.modules["teacher"], self.student
+        if self.pruned:
+            return {"student": lambda q: student.score_tails(q, masked=True), "teacher": teacher.score_tails}
+        return {"student": student.score_tails, "teacher": teacher.score_tails}
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        teacher = self.modules["teacher"]
+        dense = teacher.parameter_counts()["dense"]
+        counts = {"teacher": {"dense": dense, "nonzero": int(teacher.entity.count_nonzero() + teacher.relation.count_nonzero())}}
+        counts["student"] = self.student.parameter_counts()
+        return counts
+
+    def extra_record(self) -> dict:
+        extra = {
+            "student_rank": self.student.rank,
+            "teacher_rank": self.modules["teacher"].rank,
+        }
+        if self.pruned:
+            teacher = self.modules["teacher"]
+            extra["mask_density"] = mask_density({"e": teacher.entity_mask, "r": teacher.relation_mask})
+        if self.meta:
+            extra["quiz_size"] = len(self.quiz)
+        return extra
+
+    def extra_state(self) -> dict:
+        return {"quiz_generator": self.quiz_generator.get_state()} if self.meta else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.meta:
+            self.quiz_generator.set_state(state["quiz_generator"])
