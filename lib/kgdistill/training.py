@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,23 +33,36 @@ RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
 
 
+class Losses(NamedTuple):
+    """Per-batch terms of one model: ``fit`` (tail CE + RP·relation CE), ``penalty`` (regularizer),
+    ``scores`` (B, N) tail logits and their ``log_probs`` (log-softmax, shared with distillation)."""
+
+    fit: torch.Tensor
+    penalty: torch.Tensor
+    scores: torch.Tensor
+    log_probs: torch.Tensor
+
+
 def supervised_loss(
     model: KBCModel,
     batch: torch.Tensor,
     config: RunConfig,
     class_weights: torch.Tensor | None = None,
     masked: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Losses of a batch of reciprocal triples (B, 3).
-
-    Returns ``(fit, penalty, tail_scores)``: ``fit`` = tail cross-entropy + ``rp_weight`` · relation
-    cross-entropy (RP), ``penalty`` = the regularizer, ``tail_scores`` (B, N) for distillation terms.
-    """
-    tails, relations, factors = model(batch, masked=masked, relation_prediction=config.rp_weight > 0)
-    fit = F.cross_entropy(tails, batch[:, 2], weight=class_weights)
+    params: dict[str, torch.Tensor] | None = None,
+) -> Losses:
+    """Supervised terms of a batch of reciprocal triples (B, 3); ``params`` substitutes the model's
+    tables (``torch.func.functional_call``)."""
+    kwargs = {"masked": masked, "relation_prediction": config.rp_weight > 0}
+    if params is None:
+        tails, relations, factors = model(batch, **kwargs)
+    else:
+        tails, relations, factors = torch.func.functional_call(model, params, (batch,), kwargs)
+    log_probs = F.log_softmax(tails, dim=-1)
+    fit = F.nll_loss(log_probs, batch[:, 2], weight=class_weights)  # = cross-entropy of the tails
     if config.rp_weight > 0:
         fit = fit + config.rp_weight * F.cross_entropy(relations, batch[:, 1])
-    return fit, regularize(config.regularizer, factors, config.reg_weight), tails
+    return Losses(fit, regularize(config.regularizer, factors, config.reg_weight), tails, log_probs)
 
 
 def fit_loss(
@@ -59,8 +73,8 @@ def fit_loss(
     masked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Baseline objective: tail CE + RP·relation CE + regularizer. Returns ``(loss, tail_scores)``."""
-    fit, penalty, tails = supervised_loss(model, batch, config, class_weights, masked)
-    return fit + penalty, tails
+    losses = supervised_loss(model, batch, config, class_weights, masked)
+    return losses.fit + losses.penalty, losses.scores
 
 
 def load_module_state(module: torch.nn.Module, state: dict) -> None:

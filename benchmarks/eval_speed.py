@@ -1,0 +1,92 @@
+"""Cost of filtered evaluation over the bare score products it must compute.
+
+For each rank, times (a) a full filtered evaluation — ``filtered_ranks`` over every query of a
+split, pessimistic ties — and (b) only the score matrices it needs, ``model.score_tails`` over the
+same batches under ``no_grad``. The two are interleaved ``--repeats`` times and the minimum of
+each is kept. The last line is ``eval_over_matmul_ratio <worst ratio over ranks>``: how much
+filtering and ranking add on top of the unavoidable matrix products (1.0 would be free).
+
+    python benchmarks/eval_speed.py                            # FB15k-237 test, ranks 100 and 1000
+    python benchmarks/eval_speed.py --dataset WN18RR --ranks 500 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from kgdistill.datasets import load_dataset
+from kgdistill.evaluation import filtered_ranks
+from kgdistill.models import BACKBONES, build_model
+from kgdistill.records import device_description, pick_device
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="FB15k-237", help="benchmark name")
+    parser.add_argument("--split", default="test", choices=["valid", "test"])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="embedding ranks to time")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum of each is kept")
+    parser.add_argument("--batch-size", type=int, default=500, help="queries per score matrix (the eval default)")
+    parser.add_argument("--model", default="ComplEx", choices=sorted(BACKBONES))
+    parser.add_argument("--init-scale", type=float, default=0.1, help="spread of the random embeddings (no all-tie scores)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: KGC_DATA_DIR or download)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    queries = dataset.queries(args.split).to(device)
+    filters = dataset.filters.to(device)
+    print(
+        f"eval_speed: {dataset.name} {args.split} ({len(queries)} queries x {dataset.n_entities} entities), "
+        f"{args.model}, batch {args.batch_size}, min of {args.repeats} interleaved repeats; "
+        f"device {device_description(device)}"
+    )
+    print(f"{'rank':>6} {'eval s':>9} {'matmul s':>9} {'ratio':>7}")
+    worst = 0.0
+    for rank in args.ranks:
+        torch.manual_seed(args.seed)
+        model = build_model(args.model, dataset.n_entities, dataset.n_relations, rank, args.init_scale).to(device)
+        model.requires_grad_(False)
+
+        def evaluation():
+            filtered_ranks(model.score_tails, queries, filters, "pessimistic", args.batch_size)
+
+        @torch.no_grad()
+        def products():
+            for start in range(0, len(queries), args.batch_size):
+                model.score_tails(queries[start : start + args.batch_size])
+
+        # warm-up on a few batches (allocator, kernels), not timed
+        filtered_ranks(model.score_tails, queries[: 2 * args.batch_size], filters, "pessimistic", args.batch_size)
+        eval_s, matmul_s = float("inf"), float("inf")
+        for _ in range(args.repeats):
+            eval_s = min(eval_s, _timed(evaluation, device))
+            matmul_s = min(matmul_s, _timed(products, device))
+        ratio = eval_s / matmul_s
+        worst = max(worst, ratio)
+        print(f"{rank:>6} {eval_s:>9.3f} {matmul_s:>9.3f} {ratio:>7.2f}", flush=True)
+    print(f"eval_over_matmul_ratio {worst:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Time one MetaSD training step against one plain step of the same backbone, rank and batch.
+
+Prints per-phase times of the MetaSD step (virtual, meta, actual), the plain step time, the peak
+resident memory of a process doing only MetaSD steps, and ends with one line
+``metasd_over_plain_step_ratio <ratio>``. Both steps are measured in this run, interleaved.
+
+    python benchmarks/metasd_step.py --dataset FB15k-237 --rank 100 --batch-size 1000 --repeats 5
+    python benchmarks/metasd_step.py --rank 2000 --repeats 1 --memory   # peak memory at paper scale
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build(args, method: str):
+    from kgdistill import RunConfig, load_dataset
+    from kgdistill.training import make_learner
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    config = RunConfig(dataset=args.dataset, method=method, model=args.model, rank=args.rank,
+                       batch_size=args.batch_size, init_scale=0.1, rp_weight=args.rp_weight)
+    torch.manual_seed(0)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    learner = make_learner(config, dataset, device, runs_dir=None)
+    learner.start_epoch(1)
+    train = dataset.reciprocal(dataset.train)
+    batches = [train[torch.randperm(len(train))[: args.batch_size]].to(device) for _ in range(args.repeats + 1)]
+    return learner, batches, device
+
+
+def time_steps(learner, batches, device) -> list[float]:
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        learner.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[1:]  # the first step warms up
+
+
+def peak_memory_child(args) -> None:
+    """Child process: MetaSD steps only, then print peak RSS (MiB) and CUDA peak if any."""
+    learner, batches, device = build(args, "metasd")
+    time_steps(learner, batches[:2], device)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda_mib = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    print(json.dumps({"peak_rss_mib": rss_mib, "cuda_peak_mib": cuda_mib}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="FB15k-237")
+    parser.add_argument("--model", default="ComplEx", choices=["ComplEx", "CP", "RESCAL"])
+    parser.add_argument("--rank", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (after one warm-up)")
+    parser.add_argument("--rp-weight", type=float, default=0.0, help="relation-prediction weight of both steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: $KGC_DATA_DIR or download)")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory of MetaSD steps in a child process")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return peak_memory_child(args)
+
+    plain, plain_batches, device = build(args, "baseline")
+    meta, meta_batches, _ = build(args, "metasd")
+    plain_times, meta_times = [], []
+    for i in range(args.repeats):  # interleave so machine noise hits both alike
+        plain_times += time_steps(plain, plain_batches[i : i + 2], device)
+        meta.phase_seconds.clear()
+        meta_times += time_steps(meta, meta_batches[i : i + 2], device)
+    plain_s, meta_s = min(plain_times), min(meta_times)
+    print(f"device {device}  dataset {args.dataset}  model {args.model}  rank {args.rank}  batch {args.batch_size}")
+    print(f"plain step   {plain_s * 1000:9.1f} ms  (min of {len(plain_times)})")
+    print(f"MetaSD step  {meta_s * 1000:9.1f} ms  (min of {len(meta_times)})")
+    phases = {k: v / 2 for k, v in meta.phase_seconds.items()}  # last two steps
+    print("MetaSD phases (ms, last steps): " + "  ".join(f"{k} {v * 1000:.1f}" for k, v in phases.items()))
+    if args.memory:
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", "--dataset", args.dataset, "--model", args.model, "--rank",
+             str(args.rank), "--batch-size", str(args.batch_size), "--repeats", "1", "--device", args.device,
+             "--rp-weight", str(args.rp_weight)] + (["--data-dir", args.data_dir] if args.data_dir else []),
+            capture_output=True, text=True, check=True, env=os.environ,
+        )
+        memory = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"peak_rss_mib {memory['peak_rss_mib']:.0f}" + (
+            f"  cuda_peak_mib {memory['cuda_peak_mib']:.0f}" if memory["cuda_peak_mib"] is not None else ""))
+    print(f"metasd_over_plain_step_ratio {meta_s / plain_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

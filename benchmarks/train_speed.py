@@ -1,0 +1,89 @@
+"""Training throughput of the baseline step (1-vs-all cross-entropy + regularizer, Adagrad).
+
+Times ``PlainLearner.train_step`` — the step every method builds on — on batches of reciprocal
+training triples, per rank, after warm-up batches that are not timed, and prints triples/s.
+
+    python benchmarks/train_speed.py                      # FB15k-237, ComplEx, ranks 100 and 500
+    python benchmarks/train_speed.py --dataset UMLS --ranks 32 --batches 50
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from kgdistill.config import RunConfig
+from kgdistill.datasets import load_dataset
+from kgdistill.models import BACKBONES
+from kgdistill.records import device_description, pick_device
+from kgdistill.training import PlainLearner
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="FB15k-237", help="benchmark name")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[100, 500], help="embedding ranks to time")
+    parser.add_argument("--batch-size", type=int, default=1000, help="triples per training step")
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
+    parser.add_argument("--model", default="ComplEx", choices=sorted(BACKBONES))
+    parser.add_argument("--regularizer", default="DURA_W")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: KGC_DATA_DIR or download)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_rank(args: argparse.Namespace, dataset, device: torch.device, rank: int) -> dict[str, float]:
+    """Best and median seconds per step over ``repeats`` runs of ``batches`` steps."""
+    torch.manual_seed(args.seed)
+    config = RunConfig(
+        dataset=dataset.name, model=args.model, rank=rank, batch_size=args.batch_size, regularizer=args.regularizer
+    )
+    learner = PlainLearner(config, dataset, device)
+    train = dataset.reciprocal(dataset.train)
+    generator = torch.Generator().manual_seed(args.seed)
+    needed = (args.warmup + args.batches * args.repeats) * args.batch_size
+    order = torch.cat([torch.randperm(len(train), generator=generator) for _ in range(needed // len(train) + 1)])
+    batches = iter(train[order[i : i + args.batch_size]].to(device) for i in range(0, needed, args.batch_size))
+    for _ in range(args.warmup):
+        learner.train_step(next(batches))
+    _sync(device)
+    per_step = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            learner.train_step(next(batches))
+        _sync(device)
+        per_step.append((time.perf_counter() - start) / args.batches)
+    per_step.sort()
+    return {"best": per_step[0], "median": per_step[len(per_step) // 2]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    print(
+        f"train_speed: {dataset.name} ({dataset.n_entities} entities, {len(dataset.train)} train triples), "
+        f"{args.model}, batch {args.batch_size} reciprocal triples, {args.batches} timed batches x "
+        f"{args.repeats} repeats after {args.warmup} warm-up; device {device_description(device)}"
+    )
+    print(f"{'rank':>6} {'ms/step (best)':>15} {'ms/step (median)':>17} {'triples/s (best)':>17}")
+    for rank in args.ranks:
+        t = time_rank(args, dataset, device, rank)
+        print(f"{rank:>6} {1e3 * t['best']:>15.1f} {1e3 * t['median']:>17.1f} {args.batch_size / t['best']:>17.0f}")
+
+
+if __name__ == "__main__":
+    main()
