@@ -1,0 +1,19 @@
+"""DistilE (Zhu et al.): distilling low-dimensional KG embeddings from a high-dimensional teacher.
+
+One idea per module: ``kge`` (TransE/TransH/ComplEx/RotatE with negative sampling scorers),
+``sampling`` (corrupted triples), ``losses`` (hard/soft label losses of Table 1), ``config``
+(:class:`DistilEConfig`), ``trainer`` (:func:`run_distile`, two-stage distillation),
+``timing`` (Table 5 inference timing), ``experiments`` (profile-driven grids for the notebook).
+"""
+from .config import ABLATIONS, DistilEConfig
+from .kge import FAMILIES, ComplEx, KGEModel, RotatE, TransE, TransH, build_kge
+from .losses import hard_loss, soft_loss
+from .sampling import corrupt
+from .timing import inference_table, time_link_prediction
+from .trainer import load_trained, run_distile
+
+__all__ = [
+    "ABLATIONS", "FAMILIES", "ComplEx", "DistilEConfig", "KGEModel", "RotatE", "TransE", "TransH", "build_kge",
+    "corrupt", "hard_loss", "inference_table", "load_trained", "run_distile", "soft_loss",
+    "time_link_prediction",
+]

@@ -1,0 +1,270 @@
+"""DistilE: score functions, scorers, losses, negatives, two-stage training, ablations, resumption."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kgdistill.distile import (
+    DistilEConfig, build_kge, corrupt, hard_loss, inference_table, run_distile, soft_loss,
+)
+from kgdistill.distile.trainer import BEST, _Trainer, run_dir_for
+from kgdistill.evaluation import evaluate
+
+MODELS = ("TransE", "TransH", "ComplEx", "RotatE")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is much faster than two on a busy 2-core machine (and restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(name, n=13, r=3, dim=4, seed=0):
+    torch.manual_seed(seed)
+    model = build_kge(name, n, r, dim, margin=6.0, epsilon=2.0)
+    with torch.no_grad():  # move away from the initial scale so the formulas are exercised
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def _formula(model, h, r, t) -> float:
+    """Per-triple score written out from Table 1 with Python floats/complex numbers."""
+    name, d = model.name, model.dim
+    if name == "TransE":
+        hv, tv = F.normalize(model.entity[h], dim=0), F.normalize(model.entity[t], dim=0)
+        return -sum(abs(float(hv[i] + model.relation[r][i] - tv[i])) for i in range(d))
+    if name == "TransH":
+        w = model.normal[r] / model.normal[r].norm()
+        hp = model.entity[h] - torch.dot(w, model.entity[h]) * w
+        tp = model.entity[t] - torch.dot(w, model.entity[t]) * w
+        return -sum(abs(float(hp[i] + model.relation[r][i] - tp[i])) for i in range(d))
+    e, rel = model.entity.tolist(), model.relation.tolist()
+    hc = [complex(e[h][i], e[h][d + i]) for i in range(d)]
+    tc = [complex(e[t][i], e[t][d + i]) for i in range(d)]
+    if name == "ComplEx":
+        rc = [complex(rel[r][i], rel[r][d + i]) for i in range(d)]
+        return sum(hc[i] * rc[i] * tc[i].conjugate() for i in range(d)).real
+    rc = [complex(math.cos(th * math.pi / model.embedding_range), math.sin(th * math.pi / model.embedding_range))
+          for th in rel[r]]
+    return model.gamma - sum(abs(hc[i] * rc[i] - tc[i]) for i in range(d))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_score_matches_table1_formula(name):
+    model = _model(name)
+    triples = torch.tensor([[0, 0, 1], [5, 2, 5], [12, 1, 3], [7, 2, 0]])
+    got = model.score(triples[:, 0], triples[:, 1], triples[:, 2])
+    with torch.no_grad():
+        want = torch.tensor([_formula(model, *map(int, row)) for row in triples])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_score_tails_tail_and_head_queries_equal_scoring_corrupted_triples(name):
+    model = _model(name)
+    n, r = model.n_entities, model.n_relations
+    queries = torch.tensor([[2, 0, 1], [4, 1 + r, 9], [11, 2, 0], [6, 2 + r, 3], [0, r, 0]])
+    scores = model.score_tails(queries)
+    assert scores.shape == (len(queries), n)
+    every = torch.arange(n)
+    with torch.no_grad():
+        for row, (anchor, rel, _) in enumerate(queries.tolist()):
+            anchors = torch.full((n,), anchor)
+            if rel < r:  # (anchor, rel, ?)
+                want = model.score(anchors, torch.full((n,), rel), every)
+            else:  # (?, rel - R, anchor): corrupted heads
+                want = model.score(every, torch.full((n,), rel - r), anchors)
+            assert torch.allclose(scores[row], want, atol=1e-4), (name, rel)
+
+
+def test_parameter_counts_reproduce_table5():
+    n, r = 40943, 11  # WN18RR
+    expected = {"TransE": 2621056, "TransH": 2621760, "ComplEx": 5242112, "RotatE": 5241408}
+    for name, count in expected.items():
+        assert build_kge(name, n, r, 64).parameter_counts()["dense"] == count
+    assert build_kge("RotatE", n, r, 8).parameter_counts()["dense"] == 655176
+
+
+def test_hard_and_soft_losses_by_hand():
+    pos, neg = torch.tensor([-1.0, -2.0]), torch.tensor([[-1.5, -3.0], [-0.5, -4.0]])
+    t_pos, t_neg = torch.tensor([-1.2, -1.0]), torch.tensor([[-2.0, -3.0], [-1.0, -2.0]])
+    # margin γ=1: [1 + neg − pos]₊ over 4 pairs: 0.5, 0, 2.5, 0
+    assert float(hard_loss("margin", pos, neg, 1.0, "balanced")) == pytest.approx(3.0 / 4)
+    # |T − S| over 6 triples: 0.2, 0.5, 0, | 1.0, 0.5, 2.0
+    assert float(soft_loss("margin", pos, neg, t_pos, t_neg, "balanced")) == pytest.approx(4.2 / 6)
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
+    def ce(p_target, s):
+        return -(p_target * math.log(sig(s)) + (1 - p_target) * math.log(1 - sig(s)))
+
+    pos_terms = [ce(1, -1.0), ce(1, -2.0)]
+    neg_terms = [[ce(0, -1.5), ce(0, -3.0)], [ce(0, -0.5), ce(0, -4.0)]]
+    balanced = 0.5 * (sum(pos_terms) / 2 + sum(map(sum, neg_terms)) / 4)
+    summed = sum(p + sum(n) for p, n in zip(pos_terms, neg_terms)) / 2
+    assert float(hard_loss("logistic", pos, neg, 0.0, "balanced")) == pytest.approx(balanced, rel=1e-5)
+    assert float(hard_loss("logistic", pos, neg, 0.0, "sum")) == pytest.approx(summed, rel=1e-5)
+    soft_pos = [ce(sig(-1.2), -1.0), ce(sig(-1.0), -2.0)]
+    soft_neg = [[ce(sig(-2.0), -1.5), ce(sig(-3.0), -3.0)], [ce(sig(-1.0), -0.5), ce(sig(-2.0), -4.0)]]
+    want = 0.5 * (sum(soft_pos) / 2 + sum(map(sum, soft_neg)) / 4)
+    assert float(soft_loss("logistic", pos, neg, t_pos, t_neg, "balanced")) == pytest.approx(want, rel=1e-5)
+
+
+def test_negatives_never_equal_positive_and_change_one_side():
+    g = torch.Generator().manual_seed(0)
+    pos = torch.tensor([[0, 0, 1], [1, 1, 1], [2, 0, 0]]).repeat(400, 1)
+    neg = corrupt(pos, 7, 3, g)  # 3 entities: every draw has only two choices
+    assert neg.shape == (1200, 7, 3)
+    same = (neg == pos.unsqueeze(1))
+    assert not same.all(-1).any()
+    assert same[..., 1].all()  # the relation is kept
+    assert (same[..., 0] ^ same[..., 2]).all()  # exactly one of head/tail replaced
+    replaced_head = ~same[..., 0]
+    assert 0.45 < float(replaced_head.float().mean()) < 0.55
+    again = corrupt(pos, 7, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(neg, again)
+
+
+def _cfgs(dataset="Kinship", model="TransE", stage1_epochs=2, **kw):
+    base = dict(dataset=dataset, model=model, max_epochs=4, eval_every=2, batch_size=2048, learning_rate=0.01)
+    base.update(kw)
+    teacher = DistilEConfig(dim=16, **base)
+    student = DistilEConfig(dim=4, method="ds", teacher=teacher.to_dict(), stage1_epochs=stage1_epochs, **base)
+    return teacher, student
+
+
+@pytest.mark.parametrize("model", ["TransE", "RotatE"])
+def test_stage1_freezes_teacher_and_stage2_trains_it(kinship, model):
+    teacher_cfg, cfg = _cfgs(model=model)
+    torch.manual_seed(1)
+    teacher = build_kge(model, kinship.n_entities, kinship.n_relations, 16, margin=cfg.margin)
+    trainer = _Trainer(cfg, kinship, torch.device("cpu"), teacher)
+    pos = kinship.train[:256]
+    neg = corrupt(pos, cfg.negatives, kinship.n_entities, torch.Generator().manual_seed(0))
+    before_t = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before_s = {k: v.clone() for k, v in trainer.models["student"].state_dict().items()}
+    teacher.requires_grad_(False)
+    trainer.step(pos, neg, stage=1)
+    assert all(torch.equal(before_t[k], v) for k, v in teacher.state_dict().items())
+    assert not all(torch.equal(before_s[k], v) for k, v in trainer.models["student"].state_dict().items())
+    teacher.requires_grad_(True)
+    losses = trainer.step(pos, neg, stage=2)
+    assert {"teacher", "teacher_soft", "teacher_hard"} <= set(losses)
+    assert not all(torch.equal(before_t[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_ablations_switch_exactly_the_stages(kinship, runs_dir):
+    teacher_cfg, ds = _cfgs()
+    assert [ds.stage(e) for e in range(1, 5)] == [1, 1, 2, 2]
+    minus_s1, minus_s2 = ds.ablation("-S1"), ds.ablation("-S2")
+    assert [minus_s1.stage(e) for e in range(1, 5)] == [2, 2, 2, 2]
+    assert [minus_s2.stage(e) for e in range(1, 5)] == [1, 1, 1, 1]
+    assert minus_s1.replace(stage1_epochs=ds.stage1_epochs) == ds  # nothing else differs
+    assert len({ds.config_hash(), minus_s1.config_hash(), minus_s2.config_hash()}) == 3
+    teacher_state = None
+    for cfg in (minus_s2, minus_s1):
+        record = run_distile(cfg, runs_dir, dataset=kinship)
+        if teacher_state is None:
+            teacher_state = torch.load(run_dir_for(teacher_cfg, runs_dir) / BEST)["models"]["model"]
+        stages = {h["stage"] for h in record["history"]}
+        final = torch.load(run_dir_for(cfg, runs_dir) / BEST)["models"]["teacher"]
+        unchanged = all(torch.equal(teacher_state[k], final[k]) for k in final)
+        if cfg is minus_s2:
+            assert stages == {1} and unchanged and "teacher" not in record["history"][-1]["loss"]
+        else:
+            assert stages == {2} and not unchanged and "teacher" in record["history"][0]["loss"]
+        assert record["teacher_run"] == teacher_cfg.run_name()
+        assert set(record["test"]) == {"student", "teacher"}
+
+
+@pytest.mark.parametrize("method", ["plain", "ds"])
+def test_resume_equals_uninterrupted(nations, tmp_path, method):
+    teacher_cfg, ds = _cfgs(dataset="Nations", model="ComplEx", max_epochs=6, stage1_epochs=3, batch_size=512)
+    cfg = teacher_cfg if method == "plain" else ds
+    full = run_distile(cfg, tmp_path / "a", dataset=nations)
+    part = run_distile(cfg, tmp_path / "b", dataset=nations, stop_after_epoch=2)
+    assert part["status"] == "interrupted"
+    resumed = run_distile(cfg, tmp_path / "b", dataset=nations)
+    assert resumed["selected_epoch"] == full["selected_epoch"]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    assert resumed["test"] == full["test"]
+    again = run_distile(cfg, tmp_path / "b", dataset=nations)  # reused, not retrained
+    assert again["provenance"] == resumed["provenance"] and again["history"] == resumed["history"]
+
+
+def test_record_selects_on_validation_and_uses_the_shared_evaluation(kinship, runs_dir):
+    cfg, _ = _cfgs(model="TransH")
+    record = run_distile(cfg, runs_dir, dataset=kinship)
+    valid = {h["epoch"]: h["valid"]["model"]["MRR"] for h in record["history"] if "valid" in h}
+    assert record["selected_epoch"] == max(valid, key=valid.get)
+    assert record["parameter_counts"]["model"]["dense"] == (kinship.n_entities + 2 * kinship.n_relations) * 16
+    model = build_kge("TransH", kinship.n_entities, kinship.n_relations, 16)
+    model.load_state_dict(torch.load(run_dir_for(cfg, runs_dir) / BEST)["models"]["model"])
+    assert evaluate(model.score_tails, kinship, "test")["MRR"] == pytest.approx(record["test"]["model"]["all"]["MRR"])
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"model": "DistMult"}, "model"),
+        ({"dim": 0}, "dim"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"stage1_epochs": 20, "max_epochs": 10}, "stage1_epochs"),
+        ({"lr_decay": 0.0}, "lr_decay"),
+        ({"weighting": "mean"}, "weighting"),
+        ({"method": "ds"}, "teacher"),
+        ({"method": "ds", "teacher": {"model": "RotatE"}}, "teacher"),
+        ({"negatives": -1}, "negatives"),
+    ],
+)
+def test_bad_config_names_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        DistilEConfig(**changes)
+    with pytest.raises(ValueError, match="bogus"):
+        DistilEConfig.from_dict({"bogus": 1})
+
+
+def test_paper_defaults_per_backbone():
+    assert (DistilEConfig(model="TransE").negatives, DistilEConfig(model="TransE").margin) == (5, 1.0)
+    assert (DistilEConfig(model="TransH").negatives, DistilEConfig(model="TransH").margin) == (5, 0.5)
+    assert (DistilEConfig(model="RotatE").negatives, DistilEConfig(model="RotatE").margin) == (25, 6.0)
+    assert DistilEConfig(model="ComplEx").negatives == 25
+    assert DistilEConfig(max_epochs=10).stage1_epochs == 5
+
+
+def test_inference_table_rows(nations):
+    rows = inference_table(nations, "RotatE", [8, 4], repeats=1)
+    assert [r["dim"] for r in rows] == [8, 4]
+    assert rows[0]["speedup"] == 1.0 and all(r["seconds"] > 0 for r in rows)
+    assert rows[1]["params"] == nations.n_entities * 8 + nations.n_relations * 4
+
+
+def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_dir):
+    from kgdistill.distile.experiments import DistilEStudy, compare
+
+    section = {
+        "datasets": {"WN18RR": "Nations"}, "models": ["ComplEx"], "teacher_dim": 8, "student_dims": [4],
+        "config": {"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1}, "grid": {"learning_rate": [0.01, 0.05], "alpha": [0.3, 0.7]},
+    }
+    study = DistilEStudy(section, runs_dir, device="cpu")
+    study._datasets["Nations"] = nations
+    teacher, record = study.plain("WN18RR", "ComplEx", 8)
+    candidates = [study._run(c) for c in study._candidates("WN18RR", "ComplEx", 8, "plain")]
+    assert len(candidates) == 2  # plain runs ignore the distillation part of the grid
+    assert record["best_valid_mrr"] == max(r["best_valid_mrr"] for r in candidates)
+    ds_configs = study._candidates("WN18RR", "ComplEx", 4, "ds", teacher=teacher.to_dict())
+    assert len(ds_configs) == 4 and all(c.alpha == c.beta for c in ds_configs)
+    rows = study.link_prediction("WN18RR")
+    assert [(r["dim"], r["method"]) for r in rows] == [(8, "Tea."), (4, "no-DS"), (4, "DS")]
+    paper = {"64/Tea.": {"ComplEx": {"MRR": 0.3}}, "32/DS": {"ComplEx": {"MRR": 0.2}}}
+    frame = compare(rows, paper, metrics=("MRR",), student_dims=[4], teacher_dim=8)
+    assert list(frame["paper dim"]) == [64, 32, 32]
+    assert frame["MRR paper"].tolist()[0] == 0.3 and math.isnan(frame["MRR paper"].tolist()[1])
