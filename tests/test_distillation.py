@@ -43,7 +43,7 @@ def test_meta_gradient_matches_finite_differences(nations, kl_mode):
     teacher.relation_mask = teacher.relation_mask.double()
     batch = nations.reciprocal(nations.train)[:16]
     quiz = nations.reciprocal(nations.train)[100:116]
-    _, grads = learner.meta_gradient(batch, quiz)
+    _, grads, _ = learner.meta_gradient(batch, quiz)
 
     # Independent reference: θ_S frozen, θ'_S(θ_T) built with plain autograd, quiz CE evaluated.
     theta_s = {k: v.detach().clone() for k, v in zip(("entity", "relation"), teacher.tables(masked=True))}
@@ -188,3 +188,26 @@ def test_sparse_export_round_trip(nations, tmp_path):
         assert torch.allclose(scorer(queries[:50]), student.score_tails(queries[:50], masked=True), atol=1e-5)
     with pytest.raises(ValueError, match="masks"):
         export_sparse(load_sparse(tmp_path / "student.sparse").__class__(5, 2, 4), tmp_path / "x")
+
+
+def test_simultaneous_order_is_a_close_variant(nations):
+    """meta_order="simultaneous" differs from Algorithm 1 only by the μ-sized meta update."""
+    batch = nations.reciprocal(nations.train)[:64]
+    results = {}
+    for order in ("sequential", "simultaneous"):
+        learner = learner_for(nations, "metasd", meta_order=order)
+        before = teacher_params(learner)
+        learner.train_step(batch)
+        results[order] = [a - b for a, b in zip(teacher_params(learner), before)]
+    for seq, sim in zip(results["sequential"], results["simultaneous"]):
+        assert seq.abs().max() > 0
+        assert torch.allclose(seq, sim, atol=1e-4)
+    # with μ = 0 the two orders are the same computation
+    updates = {}
+    for order in ("sequential", "simultaneous"):
+        learner = learner_for(nations, "metasd", meta_order=order, meta_lr=0.0)
+        before = teacher_params(learner)
+        learner.train_step(batch)
+        updates[order] = [a - b for a, b in zip(teacher_params(learner), before)]
+    for seq, sim in zip(updates["sequential"], updates["simultaneous"]):
+        assert torch.allclose(seq, sim, atol=1e-6)

@@ -157,28 +157,65 @@ class DistillationLearner(Learner):
             with self.timed("mask"):
                 self.recompute_mask()
         out = {}
+        if self.meta and self.config.meta_order == "simultaneous":
+            return self.simultaneous_step(batch)
         if self.meta:
             out["quiz"] = self.meta_step(batch)
         with self.timed("actual"):
             out.update(self.actual_step(batch))
         return out
 
+    def sample_quiz(self) -> torch.Tensor:
+        idx = torch.randint(len(self.quiz), (self.quiz_batch_size,), generator=self.quiz_generator)
+        return self.quiz[idx.to(self.quiz.device)]
+
+    def apply_meta_gradient(self, meta_grads: list) -> None:
+        teacher, optimizer = self.modules["teacher"], self.optimizers["meta"]
+        for p, g in zip(teacher.parameters(), meta_grads):
+            p.grad = g
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     def meta_step(self, batch: torch.Tensor) -> torch.Tensor:
         """Virtual-Train (Eq. 4) then Meta-Train (Eq. 5–6) on a random quiz batch; returns the quiz loss."""
         with self.timed("meta"):
-            idx = torch.randint(len(self.quiz), (self.quiz_batch_size,), generator=self.quiz_generator)
-            quiz = self.quiz[idx.to(self.quiz.device)]
-        quiz_loss, meta_grads = self.meta_gradient(batch, quiz)
+            quiz = self.sample_quiz()
+        quiz_loss, meta_grads, _ = self.meta_gradient(batch, quiz)
         with self.timed("meta"):
-            teacher, optimizer = self.modules["teacher"], self.optimizers["meta"]
-            for p, g in zip(teacher.parameters(), meta_grads):
-                p.grad = g
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            self.apply_meta_gradient(meta_grads)
         return quiz_loss
 
-    def meta_gradient(self, batch: torch.Tensor, quiz: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """∇_{θ_T} CE(S'(quiz)) with θ'_S(θ_T) = θ_S − λ ∇_{θ_S} L_S(batch; θ_S, θ_T); returns (loss, grads).
+    def simultaneous_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Meta and actual updates from one set of forward passes (``meta_order="simultaneous"``)."""
+        with self.timed("meta"):
+            quiz = self.sample_quiz()
+        quiz_loss, meta_grads, (t_terms, s_terms, s_grads, loss_s) = self.meta_gradient(batch, quiz)
+        with self.timed("actual"):
+            teacher = self.modules["teacher"]
+            # teacher side of Actual-Train at the same θ_T (its graph was kept by meta_gradient)
+            loss_t = self.teacher_objective(t_terms, tempered_log_probs(s_terms.scores, self.config.temperature,
+                                                                        s_terms.log_probs).detach())
+            t_grads = torch.autograd.grad(loss_t, list(teacher.parameters()))
+            # student side: ∇θ_S L_S was computed for the virtual step; on the shared tables of a
+            # pruned student it adds to the teacher's gradient, as in the sequential step
+            student_params = list(self.student.parameters())
+            with self.timed("meta"):
+                self.apply_meta_gradient(meta_grads)
+            optimizer = self.optimizers["actual"]
+            optimizer.zero_grad(set_to_none=True)
+            for p, g in zip(teacher.parameters(), t_grads):
+                p.grad = g
+            for p, g in zip(student_params, s_grads):
+                p.grad = g if p.grad is None else p.grad + g
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return {"quiz": quiz_loss, "student": loss_s.detach(), "teacher": loss_t.detach()}
+
+    def meta_gradient(self, batch: torch.Tensor, quiz: torch.Tensor) -> tuple[torch.Tensor, list, tuple]:
+        """∇_{θ_T} CE(S'(quiz)) with θ'_S(θ_T) = θ_S − λ ∇_{θ_S} L_S(batch; θ_S, θ_T).
+
+        Returns (quiz loss, gradients for the teacher's parameters, intermediate terms reused by
+        the simultaneous step: teacher terms, student terms, ∇θ_S L_S, L_S).
 
         Only the KL term of L_S depends on θ_T, so with v = ∇_{θ'} CE(S'(quiz)) and the student's
         logits z_S(θ_S):  ∇_{θ_T} = −λ (1−α) ∇_{θ_T} ⟨∂KL/∂z_S, J_{z_S} v⟩.
@@ -193,8 +230,12 @@ class DistillationLearner(Learner):
             # θ_S: a copy of the student's weights; the mask (re-applied in the forward) keeps the
             # virtual student's pruned entries at zero, so S' has S's sparsity.
             theta_s = {"entity": entity.detach().requires_grad_(), "relation": relation.detach().requires_grad_()}
-            t_scores = teacher.score_tails(batch)  # keeps its graph to θ_T for the outer gradient
-            t_log_p = tempered_log_probs(t_scores, c.temperature)
+            if c.meta_order == "simultaneous":  # the actual step reuses the teacher's terms
+                t_terms = supervised_loss(teacher, batch, c, self.class_weights)
+                t_scores = t_terms.scores
+            else:
+                t_terms, t_scores = None, teacher.score_tails(batch)  # graph kept for the outer gradient
+            t_log_p = tempered_log_probs(t_scores, c.temperature, t_terms.log_probs if t_terms else None)
             student_terms = supervised_loss(student, batch, c, self.class_weights, self.pruned, params=theta_s)
             loss_s = self.student_objective(student_terms, t_log_p.detach())
             grads = torch.autograd.grad(loss_s, list(theta_s.values()))
@@ -203,15 +244,26 @@ class DistillationLearner(Learner):
             q_scores = functional_call(student, theta_virtual, (quiz,), {"masked": self.pruned})[0]
             quiz_loss = F.cross_entropy(q_scores, quiz[:, 2], weight=self.class_weights)
             v = dict(zip(theta_virtual, torch.autograd.grad(quiz_loss, list(theta_virtual.values()))))
-            primal = {k: t.detach() for k, t in theta_s.items()}
-
-            def student_logits(params):
-                return functional_call(student, params, (batch,), {"masked": self.pruned})[0]
-
-            _, u = jvp(student_logits, (primal,), (v,))  # J_{z_S} v, (B, N)
+            u = self.logit_tangent(batch, {k: t.detach() for k, t in theta_s.items()}, v)
             grad_t_scores = self.meta_grad_of_teacher_logits(student_terms.scores.detach(), t_log_p.detach(), u)
-            meta_grads = torch.autograd.grad(t_scores, list(teacher.parameters()), grad_t_scores, allow_unused=True)
-        return quiz_loss.detach(), list(meta_grads)
+            meta_grads = torch.autograd.grad(
+                t_scores, list(teacher.parameters()), grad_t_scores, allow_unused=True, retain_graph=t_terms is not None
+            )
+        return quiz_loss.detach(), list(meta_grads), (t_terms, student_terms, grads, loss_s)
+
+    def logit_tangent(self, batch: torch.Tensor, theta: dict, direction: dict) -> torch.Tensor:
+        """J v: change (B, N) of the student's tail logits at ``theta`` along ``direction``.
+
+        The logits are q(h, r) · c(E)ᵀ with c linear, so J v = q̇ · c(E)ᵀ + q · c(Ė)ᵀ: two products,
+        the primal logits being known already. Both ``theta`` and ``direction`` are masked when the
+        student is pruned (the direction is a gradient through the mask), so no mask is re-applied.
+        """
+        student = self.student
+        entity, relation = theta["entity"], theta["relation"]
+        d_entity, d_relation = direction["entity"], direction["relation"]
+        h, r = batch[:, 0], batch[:, 1]
+        q, dq = jvp(student._query, (entity[h], relation[r]), (d_entity[h], d_relation[r]))
+        return dq @ student._candidates(entity).T + q @ student._candidates(d_entity).T
 
     def meta_grad_of_teacher_logits(self, s_scores: torch.Tensor, t_log_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """∂/∂z_T of −λ(1−α)⟨∂KL/∂z_S, u⟩ in closed form, (B, N); z = logits, T = temperature.
