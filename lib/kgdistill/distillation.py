@@ -227,29 +227,39 @@ class DistillationLearner(Learner):
         c, teacher, student = self.config, self.modules["teacher"], self.student
         with self.timed("virtual"):
             entity, relation = student.tables(masked=self.pruned)
-            # θ_S: a copy of the student's weights; the mask (re-applied in the forward) keeps the
-            # virtual student's pruned entries at zero, so S' has S's sparsity.
+            # θ_S: a copy of the student's (masked) weights. Gradients are masked explicitly, which
+            # keeps S' exactly as sparse as S without re-masking the tables in every forward.
             theta_s = {"entity": entity.detach().requires_grad_(), "relation": relation.detach().requires_grad_()}
+            masks = {"entity": student.entity_mask, "relation": student.relation_mask} if self.pruned else None
             if c.meta_order == "simultaneous":  # the actual step reuses the teacher's terms
                 t_terms = supervised_loss(teacher, batch, c, self.class_weights)
                 t_scores = t_terms.scores
             else:
                 t_terms, t_scores = None, teacher.score_tails(batch)  # graph kept for the outer gradient
             t_log_p = tempered_log_probs(t_scores, c.temperature, t_terms.log_probs if t_terms else None)
-            student_terms = supervised_loss(student, batch, c, self.class_weights, self.pruned, params=theta_s)
+            student_terms = supervised_loss(student, batch, c, self.class_weights, params=theta_s)
             loss_s = self.student_objective(student_terms, t_log_p.detach())
-            grads = torch.autograd.grad(loss_s, list(theta_s.values()))
-            theta_virtual = {k: (theta_s[k] - c.virtual_lr * g).detach().requires_grad_() for k, g in zip(theta_s, grads)}
+            grads = self._masked(dict(zip(theta_s, torch.autograd.grad(loss_s, list(theta_s.values())))), masks)
+            theta_virtual = {k: (theta_s[k] - c.virtual_lr * grads[k]).detach().requires_grad_() for k in theta_s}
         with self.timed("meta"):
-            q_scores = functional_call(student, theta_virtual, (quiz,), {"masked": self.pruned})[0]
+            q_scores = functional_call(student, theta_virtual, (quiz,))[0]
             quiz_loss = F.cross_entropy(q_scores, quiz[:, 2], weight=self.class_weights)
-            v = dict(zip(theta_virtual, torch.autograd.grad(quiz_loss, list(theta_virtual.values()))))
+            v = self._masked(dict(zip(theta_virtual, torch.autograd.grad(quiz_loss, list(theta_virtual.values())))), masks)
+            del theta_virtual, q_scores
             u = self.logit_tangent(batch, {k: t.detach() for k, t in theta_s.items()}, v)
             grad_t_scores = self.meta_grad_of_teacher_logits(student_terms.scores.detach(), t_log_p.detach(), u)
             meta_grads = torch.autograd.grad(
                 t_scores, list(teacher.parameters()), grad_t_scores, allow_unused=True, retain_graph=t_terms is not None
             )
-        return quiz_loss.detach(), list(meta_grads), (t_terms, student_terms, grads, loss_s)
+        return quiz_loss.detach(), list(meta_grads), (t_terms, student_terms, list(grads.values()), loss_s)
+
+    @staticmethod
+    def _masked(tensors: dict, masks: dict | None) -> dict:
+        """Zero the pruned entries (in place) of per-table tensors; no-op without masks."""
+        if masks is not None:
+            for name, tensor in tensors.items():
+                tensor.mul_(masks[name])
+        return tensors
 
     def logit_tangent(self, batch: torch.Tensor, theta: dict, direction: dict) -> torch.Tensor:
         """J v: change (B, N) of the student's tail logits at ``theta`` along ``direction``.
