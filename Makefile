@@ -1,0 +1,48 @@
+# The study's two commands on a fresh machine:
+#   make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1]   run every notebook with a profile
+#   make test                                                unit tests + nbval on the notebooks
+# Both create .venv (python3 -m venv; pip install -e .[dev]) when it is absent.
+
+PROFILE ?= cpu
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+# The benchmark archives (../shared/data next to the repository); absolute because the notebook
+# kernels run in notebooks/. Unset it to download them from the ConvE release instead.
+KGC_DATA_DIR ?= $(abspath ../shared/data)
+export KGC_DATA_DIR
+
+.PHONY: reproduce test unit nbval notebooks clean-smoke help
+
+help:
+	@echo "make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1]  - run the notebooks with a profile -> results/<profile>/"
+	@echo "make test                                             - unit tests and nbval on notebooks/"
+	@echo "make notebooks                                        - re-execute notebooks/ in place with the smoke profile (commit them)"
+	@echo "make clean-smoke                                      - delete the smoke run records (after a library change)"
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -e .[dev]
+
+reproduce: $(PYTHON)
+	$(PYTHON) scripts/reproduce.py --profile $(PROFILE) $(if $(RETRAIN),--retrain,)
+
+test: unit nbval
+
+unit: $(PYTHON)
+	$(VENV)/bin/pytest tests
+
+# The committed notebooks hold smoke-profile outputs; nbval re-executes them (training the smoke
+# runs from scratch when results/smoke/runs is empty, as in CI) and compares every unmarked
+# output. Records left in results/smoke/runs by an older library are reused: after a change to
+# the library, `make clean-smoke` first.
+nbval: $(PYTHON)
+	$(VENV)/bin/pytest --nbval notebooks/ --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Refresh the committed outputs: the notebooks executed in place with the smoke profile, every
+# run trained from scratch in a temporary folder (as CI will), so no stale record leaks in.
+notebooks: $(PYTHON)
+	$(PYTHON) scripts/reproduce.py --profile smoke --in-place --fresh-runs
+
+# Forget the smoke records (never committed), e.g. after a library change.
+clean-smoke:
+	rm -rf results/smoke/runs
