@@ -39,8 +39,6 @@ def test_meta_gradient_matches_finite_differences(nations, kl_mode):
         module.double()
     teacher, c = learner.modules["teacher"], learner.config
     learner.recompute_mask()
-    teacher.entity_mask = teacher.entity_mask.double()
-    teacher.relation_mask = teacher.relation_mask.double()
     batch = nations.reciprocal(nations.train)[:16]
     quiz = nations.reciprocal(nations.train)[100:116]
     _, grads, _ = learner.meta_gradient(batch, quiz)

@@ -241,6 +241,8 @@ class DistillationLearner(Learner):
             loss_s = self.student_objective(student_terms, t_log_p.detach())
             grads = self._masked(dict(zip(theta_s, torch.autograd.grad(loss_s, list(theta_s.values())))), masks)
             theta_virtual = {k: (theta_s[k] - c.virtual_lr * grads[k]).detach().requires_grad_() for k in theta_s}
+            if c.meta_order != "simultaneous":  # only the simultaneous step reuses ∇θ_S L_S
+                grads = None
         with self.timed("meta"):
             q_scores = functional_call(student, theta_virtual, (quiz,))[0]
             quiz_loss = F.cross_entropy(q_scores, quiz[:, 2], weight=self.class_weights)
@@ -251,7 +253,8 @@ class DistillationLearner(Learner):
             meta_grads = torch.autograd.grad(
                 t_scores, list(teacher.parameters()), grad_t_scores, allow_unused=True, retain_graph=t_terms is not None
             )
-        return quiz_loss.detach(), list(meta_grads), (t_terms, student_terms, list(grads.values()), loss_s)
+        s_grads = list(grads.values()) if grads is not None else None
+        return quiz_loss.detach(), list(meta_grads), (t_terms, student_terms, s_grads, loss_s)
 
     @staticmethod
     def _masked(tensors: dict, masks: dict | None) -> dict:

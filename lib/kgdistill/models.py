@@ -49,12 +49,13 @@ class KBCModel(nn.Module):
         return {"entity": self.entity, "relation": self.relation}
 
     def set_masks(self, masks: dict[str, torch.Tensor] | None) -> None:
-        """Install (or with ``None`` remove) float/bool masks keyed like :meth:`prunable`."""
+        """Install (or with ``None`` remove) masks keyed like :meth:`prunable`, stored as bool
+        (a quarter of a float mask's memory; multiplying promotes them)."""
         if masks is None:
             self.entity_mask = self.relation_mask = None
             return
-        self.entity_mask = masks["entity"].to(self.entity.dtype)
-        self.relation_mask = masks["relation"].to(self.relation.dtype)
+        self.entity_mask = masks["entity"].to(device=self.entity.device, dtype=torch.bool)
+        self.relation_mask = masks["relation"].to(device=self.relation.device, dtype=torch.bool)
 
     @property
     def has_masks(self) -> bool:
