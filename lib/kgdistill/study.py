@@ -10,7 +10,10 @@ A *profile* (``params/<name>.yaml``) holds every number a notebook uses. Its sec
 * ``recipes``: named RunConfig overrides, one per model of the paper (``teacher: <recipe>``
   makes a KD run distil from that recipe's finished baseline run);
 * ``tables`` / ``figure1`` / ``footprint`` / ``dataset_stats``: which rows, datasets, ranks,
-  buckets the notebooks show.
+  buckets the notebooks show;
+* ``distile`` (notebook 06) and ``distile_in_table1`` (DistilE as an added row of Table 1, sized
+  beside MetaSD): read by :mod:`kgdistill.distile.experiments`; their runs are not RunConfigs and
+  enter tables as :class:`NamedRunSpec`.
 
 A run's config is ``RunConfig(**(common | datasets[d].config | recipes[r] | datasets[d].recipes[r]
 | overrides), dataset=datasets[d].data, seed=seed)``, so a record's hash follows from the profile.
@@ -39,7 +42,7 @@ from .records import atomic_write_bytes, pick_device, provenance, read_json
 METRICS = ("MRR", "H@1", "H@3", "H@10")
 PROFILE_SECTIONS = (
     "name", "description", "runs_dir", "device", "threads", "env", "seeds", "common", "datasets", "recipes",
-    "tables", "figure1", "footprint", "dataset_stats", "distile",
+    "tables", "figure1", "footprint", "dataset_stats", "distile", "distile_in_table1",
 )
 PUBLISHED_FILE = Path(__file__).with_name("published.yaml")
 
@@ -103,6 +106,10 @@ def load_profile(name: str | os.PathLike) -> dict:
     profile["_path"] = str(path)
     for spec in all_specs(profile):  # validates every config
         spec.config
+    if profile.get("distile_in_table1"):
+        from .distile.experiments import check_table1_section
+
+        check_table1_section(profile)
     return profile
 
 
@@ -183,6 +190,19 @@ class RunSpec:
     @property
     def run_name(self) -> str:
         return self.config.run_name()
+
+
+@dataclass(frozen=True)
+class NamedRunSpec:
+    """A table row read from a run that no :class:`~kgdistill.config.RunConfig` describes (e.g. a
+    DistilE run, :mod:`kgdistill.distile`): its record is found by ``run_name``. Tables, run
+    frames and curves treat it like a :class:`RunSpec`."""
+
+    row: str
+    paper_dataset: str
+    seed: int
+    run_name: str
+    model: str | None = None
 
 
 def _rows(table: dict) -> list[tuple[str, str, str | None]]:
@@ -289,19 +309,26 @@ def run_all(
     return records
 
 
-def record_for(spec: RunSpec, records: dict[str, dict]) -> dict:
+def record_for(spec: RunSpec | NamedRunSpec, records: dict[str, dict]) -> dict:
     name = spec.run_name
     if name not in records:
         raise KeyError(f"no record for run {name} (row {spec.row!r}); pass its spec to run_all first")
     return records[name]
 
 
-def model_name(spec: RunSpec, record: dict) -> str:
+def model_name(spec: RunSpec | NamedRunSpec, record: dict) -> str:
     return spec.model or record["selected_model"]
 
 
 def model_dim(record: dict, model: str) -> int:
-    """Rank of ``model`` in a record: the student's for a separate student, else the config's."""
+    """Rank of ``model`` in a record: the student's for a separate student, else the config's.
+    DistilE records (config ``dim``, no ``rank``) give the model's ``dim`` (complex components
+    for ComplEx/RotatE), the teacher's for ``model == "teacher"``."""
+    config = record["config"]
+    if "rank" not in config and "dim" in config:
+        if model == "teacher" and config.get("teacher"):
+            return int(config["teacher"]["dim"])
+        return int(config["dim"])
     if model == "student" and "student_rank" in record:
         return int(record["student_rank"])
     if model == "teacher" and "teacher_rank" in record:
@@ -754,15 +781,19 @@ class Study:
         actual = self.trained_on(paper_dataset)
         return paper_dataset if actual == paper_dataset else f"{paper_dataset} (trained on {actual} as a stand-in)"
 
-    def table(self, table: str, records: dict[str, dict], subset: str = "all", paper_key: str | None = None, **kwargs) -> dict[str, pd.DataFrame]:
+    def table(self, table: str, records: dict[str, dict], subset: str = "all", paper_key: str | None = None,
+              extra: Sequence[RunSpec | NamedRunSpec] = (), **kwargs) -> dict[str, pd.DataFrame]:
         """``{paper dataset: results_table}`` for ``profile.tables[table]`` with the published
-        MetaSD numbers of ``paper_key`` (default: the table's own name)."""
+        MetaSD numbers of ``paper_key`` (default: the table's own name). ``extra`` specs (e.g. the
+        DistilE row of :func:`kgdistill.distile.experiments.table1_rows`; their records must be in
+        ``records``) become rows after the profile's, with published columns empty unless the
+        paper has a row of the same label."""
         spec = self.profile["tables"][table]
         paper = published("metasd", paper_key or table)
         quoted = paper.get("quoted", {}) if spec.get("quoted", False) else {}
         out = {}
         for ds in spec["datasets"]:
-            specs = [s for s in self.specs(table) if s.paper_dataset == ds]
+            specs = [s for s in [*self.specs(table), *extra] if s.paper_dataset == ds]
             out[ds] = results_table(specs, records, paper.get(ds, {}), subset=spec.get("subset", subset), quoted=quoted, **kwargs)
         return out
 
