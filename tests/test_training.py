@@ -316,3 +316,13 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
         atomic_torch_save({"epoch": 2}, path)
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["checkpoint.pt"]
+
+
+def test_diverged_run_fails_without_record(tmp_path):
+    """A non-finite training loss stops the run with an error that names the fix; no record is written."""
+    from kgdistill import RunConfig, run
+
+    config = RunConfig(dataset="Nations", rank=8, max_epochs=2, eval_every=1, learning_rate=1e30, init_scale=1.0)
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        run(config, runs_dir=tmp_path)
+    assert not list(tmp_path.rglob("record.json"))

@@ -14,6 +14,7 @@ training step; :func:`run` does everything else the same way for all of them:
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -257,6 +258,12 @@ def run(
             "seconds": time.perf_counter() - t0,
             "loss": {k: float(v) / n_batches for k, v in losses.items()},
         }
+        if not all(math.isfinite(v) for v in entry["loss"].values()):
+            bar.close()
+            raise FloatingPointError(
+                f"run {config.run_name()} diverged in epoch {epoch} (mean losses {entry['loss']}); no record was "
+                f"written. Lower learning_rate or init_scale, or raise reg_weight, and run again."
+            )
         bar.update(1)
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
             entry["valid"] = {
