@@ -32,6 +32,7 @@ from .regularizers import regularize
 
 RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 
 
 class Losses(NamedTuple):
@@ -101,6 +102,28 @@ class Learner:
     def start_epoch(self, epoch: int) -> None:
         """Hook run before each epoch (e.g. recompute a pruning mask)."""
 
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
+        """One pass over the shuffled reciprocal training triples; returns ``{"loss": {name: mean}}``."""
+        self.start_epoch(epoch)
+        train = self.dataset.reciprocal(self.dataset.train)
+        order = torch.randperm(len(train), generator=generator)
+        sums: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        for start in range(0, len(train), self.config.batch_size):
+            batch = train[order[start : start + self.config.batch_size]].to(self.device)
+            for k, v in self.train_step(batch).items():  # summed as tensors: no sync per step
+                sums[k] = sums.get(k, 0.0) + v
+            n_batches += 1
+        return {"loss": {k: float(v) / n_batches for k, v in sums.items()}}
+
+    def valid_scorers(self) -> dict[str, Scorer]:
+        return self.scorers()
+
+    def record_fields(self, history: list[dict]) -> dict:
+        """What the record adds for this method (sizes, phase timings, ...)."""
+        phases = {k: v / max(1, len(history)) for k, v in self.phase_seconds.items()}
+        return {"parameter_counts": self.parameter_counts(), "phase_seconds_per_epoch": phases, **self.extra_record()}
+
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
 
@@ -127,6 +150,7 @@ class Learner:
             "models": self.model_state(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "extra": self.extra_state(),
+            "phase_seconds": dict(self.phase_seconds),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -134,6 +158,7 @@ class Learner:
         for name, opt_state in state["optimizers"].items():
             self.optimizers[name].load_state_dict(opt_state)
         self.load_extra_state(state["extra"])
+        self.phase_seconds = dict(state["phase_seconds"])
 
     def extra_state(self) -> dict:
         return {}
@@ -213,51 +238,73 @@ def run(
     """
     config.validate()
     out = run_dir_for(config, runs_dir)
+    record = existing_record(out, force)
+    if record is not None:
+        return record
+    dev = pick_device(device)
+    dataset = dataset if dataset is not None and dataset.name.lower() == config.dataset.lower() else load_dataset(config.dataset, data_dir)
+    torch.manual_seed(config.seed)
+    learner = make_learner(config, dataset, dev, Path(runs_dir))
+    tail = long_tail_split(dataset, config.long_tail_threshold)
+    return fit_recorded(
+        config, learner, dataset, out, dev, show_progress=show_progress, force=force,
+        keep_checkpoint=keep_checkpoint, stop_after_epoch=stop_after_epoch,
+        test_subsets={"all": None, "long_tail": tail.test_mask}, extra_record={"long_tail": tail.summary()},
+    )
+
+
+def existing_record(out: Path, force: bool = False) -> dict | None:
+    """The finished record in ``out`` (None when absent, unfinished or ``force``)."""
     record_path = out / RECORD
     if record_path.exists() and not force:
         record = read_json(record_path)
         if record.get("status") == "complete":
             return record
-    dev = pick_device(device)
-    dataset = dataset if dataset is not None and dataset.name.lower() == config.dataset.lower() else load_dataset(config.dataset, data_dir)
-    torch.manual_seed(config.seed)
-    learner = make_learner(config, dataset, dev, Path(runs_dir))
+    return None
+
+
+def fit_recorded(
+    config,
+    learner,
+    dataset: KGDataset,
+    out: Path,
+    device: torch.device,
+    *,
+    show_progress: bool = False,
+    force: bool = False,
+    keep_checkpoint: bool = True,
+    stop_after_epoch: int | None = None,
+    test_subsets: dict[str, torch.Tensor | None] | None = None,
+    extra_record: dict | None = None,
+) -> dict:
+    """The loop every method shares: epochs, validation, selection, checkpoints, test, record.
+
+    ``config`` needs ``seed``, ``max_epochs``, ``eval_every``, ``tie_policy``, ``eval_batch_size``,
+    ``run_name()``, ``config_hash()``, ``to_dict()`` and ``method``; ``learner`` needs
+    ``selected``, ``train_epoch(epoch, generator) -> entry fields``, ``valid_scorers()``,
+    ``scorers()`` (all models, for test), ``state_dict()``/``load_state_dict()``,
+    ``model_state()``/``load_model_state()`` and ``record_fields(history)``.
+    """
     generator = torch.Generator().manual_seed(config.seed)
-    train = dataset.reciprocal(dataset.train)
-    valid_scorers = learner.scorers()
     history: list[dict] = []
     best = {"epoch": 0, "mrr": -1.0, "state": None}
     first_epoch = 1
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists() and not force:
-        checkpoint = torch.load(checkpoint_path, map_location=dev, weights_only=False)
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
         learner.load_state_dict(checkpoint["learner"])
         generator.set_state(checkpoint["generator"])
         torch.set_rng_state(checkpoint["torch_rng"])
         history, best = checkpoint["history"], checkpoint["best"]
-        learner.phase_seconds = checkpoint.get("phase_seconds", {})
         first_epoch = checkpoint["epoch"] + 1
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
 
-    epochs = range(first_epoch, config.max_epochs + 1)
     bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
-    for epoch in epochs:
+    for epoch in range(first_epoch, config.max_epochs + 1):
         t0 = time.perf_counter()
-        learner.start_epoch(epoch)
-        order = torch.randperm(len(train), generator=generator)
-        losses: dict[str, float] = {}
-        n_batches = 0
-        for start in range(0, len(train), config.batch_size):
-            batch = train[order[start : start + config.batch_size]].to(dev)
-            for k, v in learner.train_step(batch).items():
-                losses[k] = losses.get(k, 0.0) + v
-            n_batches += 1
-        entry = {
-            "epoch": epoch,
-            "seconds": time.perf_counter() - t0,
-            "loss": {k: float(v) / n_batches for k, v in losses.items()},
-        }
+        fields = learner.train_epoch(epoch, generator)
+        entry = {"epoch": epoch, "seconds": time.perf_counter() - t0, **fields}
         if not all(math.isfinite(v) for v in entry["loss"].values()):
             bar.close()
             raise FloatingPointError(
@@ -265,16 +312,16 @@ def run(
                 f"written. Lower learning_rate or init_scale, or raise reg_weight, and run again."
             )
         bar.update(1)
+        history.append(entry)
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
             entry["valid"] = {
-                name: evaluation_report(s, dataset, "valid", config.tie_policy, config.eval_batch_size, device=dev)["all"]
-                for name, s in valid_scorers.items()
+                name: evaluation_report(s, dataset, "valid", config.tie_policy, config.eval_batch_size, device=device)["all"]
+                for name, s in learner.valid_scorers().items()
             }
             mrr = entry["valid"][learner.selected]["MRR"]
             if mrr > best["mrr"]:
                 best = {"epoch": epoch, "mrr": mrr, "state": learner.model_state()}
             bar.set_postfix(valid_mrr=f"{mrr:.3f}")
-            history.append(entry)
             atomic_torch_save(
                 {
                     "epoch": epoch,
@@ -283,27 +330,23 @@ def run(
                     "torch_rng": torch.get_rng_state(),
                     "history": history,
                     "best": best,
-                    "phase_seconds": learner.phase_seconds,
                 },
                 checkpoint_path,
             )
-            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.max_epochs:
+            if stop_after_epoch is not None and stop_after_epoch <= epoch < config.max_epochs:
                 bar.close()
                 return {"status": "interrupted", "epoch": epoch}
-        else:
-            history.append(entry)
     bar.close()
 
     learner.load_model_state(best["state"])
-    tail = long_tail_split(dataset, config.long_tail_threshold)
-    test = {}
-    for name, s in learner.scorers().items():
-        report = evaluation_report(
+    test = {
+        name: evaluation_report(
             s, dataset, "test", config.tie_policy, config.eval_batch_size,
-            subsets={"all": None, "long_tail": tail.test_mask}, per_relation=True, device=dev,
+            subsets=test_subsets or {"all": None}, per_relation=True, device=device,
         )
-        test[name] = report
-    train_seconds = [h["seconds"] for h in history]
+        for name, s in learner.scorers().items()
+    }
+    seconds = [h["seconds"] for h in history]
     record = {
         "status": "complete",
         "run_name": config.run_name(),
@@ -315,16 +358,13 @@ def run(
         "best_valid_mrr": best["mrr"],
         "history": history,
         "test": test,
-        "long_tail": tail.summary(),
-        "parameter_counts": learner.parameter_counts(),
-        "seconds_per_epoch": sum(train_seconds) / max(1, len(train_seconds)),
-        "phase_seconds_per_epoch": {k: v / max(1, len(history)) for k, v in learner.phase_seconds.items()},
-        "provenance": provenance(dev),
-        **learner.extra_record(),
+        "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
+        "provenance": provenance(device),
+        **learner.record_fields(history),
+        **(extra_record or {}),
     }
-    atomic_write_json(record_path, record)
+    atomic_write_json(out / RECORD, record)
+    atomic_torch_save({"models": best["state"], "epoch": best["epoch"]}, out / BEST)
     if not keep_checkpoint:
         checkpoint_path.unlink(missing_ok=True)
-    else:
-        atomic_torch_save({"models": best["state"], "epoch": best["epoch"]}, out / "best.pt")
     return record

@@ -19,23 +19,18 @@ Distillation (method ``"ds"``), per batch of positives and their k negatives:
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..datasets import KGDataset, load_dataset
-from ..evaluation import evaluation_report
-from ..records import atomic_torch_save, atomic_write_json, pick_device, provenance, read_json
+from ..records import pick_device
+from ..training import BEST, CHECKPOINT, RECORD, existing_record, fit_recorded
 from .config import DistilEConfig
 from .kge import KGEModel, build_kge
 from .losses import hard_loss, soft_loss
 from .sampling import corrupt
 
-RECORD = "record.json"
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
 
 
 def run_dir_for(config: DistilEConfig, runs_dir: str | Path) -> Path:
@@ -148,6 +143,35 @@ class _Trainer:
     def learning_rates(self) -> dict[str, float]:
         return {n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
 
+    # --- the interface of kgdistill.training.fit_recorded ------------------------------------------
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
+        """One pass over the shuffled training triples with fresh negatives; entry fields for the history."""
+        c, train = self.config, self.dataset.train
+        stage = c.stage(epoch)
+        if "teacher" in self.models:
+            self.models["teacher"].requires_grad_(stage == 2)
+        order = torch.randperm(len(train), generator=generator)
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for start in range(0, len(train), c.batch_size):
+            pos = train[order[start : start + c.batch_size]]
+            neg = corrupt(pos, c.negatives, self.dataset.n_entities, generator)
+            for k, v in self.step(pos.to(self.device), neg.to(self.device), stage).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_batches += 1
+        losses = {k: v / n_batches for k, v in sums.items()}
+        self.end_epoch(losses, stage)
+        return {"stage": stage, "loss": losses, "lr": self.learning_rates()}
+
+    def valid_scorers(self) -> dict:
+        return {self.selected: self.models[self.selected].score_tails}
+
+    def scorers(self) -> dict:
+        return {name: model.score_tails for name, model in self.models.items()}
+
+    def record_fields(self, history: list[dict]) -> dict:
+        return {"parameter_counts": {n: m.parameter_counts() for n, m in self.models.items()}}
+
 
 def run_distile(
     config: DistilEConfig,
@@ -173,109 +197,20 @@ def run_distile(
     """
     config.validate()
     out = run_dir_for(config, runs_dir)
-    record_path = out / RECORD
-    if record_path.exists() and not force:
-        record = read_json(record_path)
-        if record.get("status") == "complete":
-            return record
+    record = existing_record(out, force)
+    if record is not None:
+        return record
     dev = pick_device(device)
     if dataset is None or dataset.name.lower() != config.dataset.lower():
         dataset = load_dataset(config.dataset, data_dir)
-    teacher, teacher_record = None, None
+    teacher, extra = None, {}
     if config.method == "ds":
         teacher, teacher_record = load_trained(
             config.teacher_config(), runs_dir, dataset, dev, data_dir=data_dir, show_progress=show_progress
         )
+        extra = {"teacher_run": teacher_record["run_name"], "stage_switch_epoch": config.stage1_epochs}
     trainer = _Trainer(config, dataset, dev, teacher)
-    generator = torch.Generator().manual_seed(config.seed)
-    train = dataset.train
-    history: list[dict] = []
-    best: dict = {"epoch": 0, "mrr": -1.0, "state": None}
-    first_epoch = 1
-    checkpoint_path = out / CHECKPOINT
-    if checkpoint_path.exists() and not force:
-        checkpoint = torch.load(checkpoint_path, map_location=dev, weights_only=False)
-        trainer.load_state_dict(checkpoint["trainer"])
-        generator.set_state(checkpoint["generator"])
-        history, best = checkpoint["history"], checkpoint["best"]
-        first_epoch = checkpoint["epoch"] + 1
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
-
-    bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
-    for epoch in range(first_epoch, config.max_epochs + 1):
-        t0 = time.perf_counter()
-        stage = config.stage(epoch)
-        if "teacher" in trainer.models:
-            trainer.models["teacher"].requires_grad_(stage == 2)
-        order = torch.randperm(len(train), generator=generator)
-        sums: dict[str, float] = {}
-        n_batches = 0
-        for start in range(0, len(train), config.batch_size):
-            pos = train[order[start : start + config.batch_size]]
-            neg = corrupt(pos, config.negatives, dataset.n_entities, generator)
-            for k, v in trainer.step(pos.to(dev), neg.to(dev), stage).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n_batches += 1
-        losses = {k: v / n_batches for k, v in sums.items()}
-        trainer.end_epoch(losses, stage)
-        entry = {
-            "epoch": epoch, "seconds": time.perf_counter() - t0, "stage": stage, "loss": losses,
-            "lr": trainer.learning_rates(),
-        }
-        bar.update(1)
-        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            model = trainer.models[trainer.selected]
-            entry["valid"] = {
-                trainer.selected: evaluation_report(
-                    model.score_tails, dataset, "valid", config.tie_policy, config.eval_batch_size, device=dev
-                )["all"]
-            }
-            mrr = entry["valid"][trainer.selected]["MRR"]
-            if mrr > best["mrr"]:
-                best = {"epoch": epoch, "mrr": mrr, "state": trainer.model_state()}
-            bar.set_postfix(valid_mrr=f"{mrr:.3f}")
-            history.append(entry)
-            atomic_torch_save(
-                {"epoch": epoch, "trainer": trainer.state_dict(), "generator": generator.get_state(),
-                 "history": history, "best": best},
-                checkpoint_path,
-            )
-            if stop_after_epoch is not None and stop_after_epoch <= epoch < config.max_epochs:
-                bar.close()
-                return {"status": "interrupted", "epoch": epoch}
-        else:
-            history.append(entry)
-    bar.close()
-
-    trainer.load_model_state(best["state"])
-    test = {
-        name: evaluation_report(
-            m.score_tails, dataset, "test", config.tie_policy, config.eval_batch_size, per_relation=True, device=dev
-        )
-        for name, m in trainer.models.items()
-    }
-    seconds = [h["seconds"] for h in history]
-    record = {
-        "status": "complete",
-        "run_name": config.run_name(),
-        "config_hash": config.config_hash(),
-        "config": config.to_dict(),
-        "method": config.method,
-        "selected_model": trainer.selected,
-        "selected_epoch": best["epoch"],
-        "best_valid_mrr": best["mrr"],
-        "history": history,
-        "test": test,
-        "parameter_counts": {n: m.parameter_counts() for n, m in trainer.models.items()},
-        "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
-        "provenance": provenance(dev),
-    }
-    if config.method == "ds":
-        record["teacher_run"] = teacher_record["run_name"]
-        record["stage_switch_epoch"] = config.stage1_epochs
-    atomic_write_json(record_path, record)
-    atomic_torch_save({"models": best["state"], "epoch": best["epoch"]}, out / BEST)
-    if not keep_checkpoint:
-        checkpoint_path.unlink(missing_ok=True)
-    return record
+    return fit_recorded(
+        config, trainer, dataset, out, dev, show_progress=show_progress, force=force,
+        keep_checkpoint=keep_checkpoint, stop_after_epoch=stop_after_epoch, extra_record=extra,
+    )
