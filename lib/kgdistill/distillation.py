@@ -64,6 +64,50 @@ def distillation_kl(
     return kl * temperature**2
 
 
+class _DistilledCrossEntropy(torch.autograd.Function):
+    """a·CE(z, y) + b·KL(p_o ‖ softmax(z)) from precomputed log-softmax, gradient in closed form.
+
+    ∂/∂z = a·c_i (p − e_y) + (b/B)(p − p_o), with c_i the weight of row i in the (class-weighted)
+    mean. Three passes over the (B, N) matrix backward instead of autograd's chain through
+    log-softmax, nll and kl_div.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, log_p, targets, other_log_p, a, b, row_weights):
+        n = log_p.shape[0]
+        rows = torch.arange(n, device=log_p.device)
+        coef = row_weights / row_weights.sum() if row_weights is not None else torch.full((n,), 1.0 / n, device=log_p.device, dtype=log_p.dtype)
+        ce = -(log_p[rows, targets] * coef).sum()
+        p_other = other_log_p.exp()
+        kl = (p_other * (other_log_p - log_p)).sum() / n
+        ctx.save_for_backward(log_p, targets, p_other, coef)
+        ctx.a, ctx.b = a, b
+        return a * ce + b * kl
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        log_p, targets, p_other, coef = ctx.saved_tensors
+        a, b, n = ctx.a, ctx.b, log_p.shape[0]
+        grad = log_p.exp().mul_(((a * coef + b / n) * grad_out).unsqueeze(1))
+        grad.addcmul_(p_other, grad_out * (-b / n))
+        grad[torch.arange(n, device=grad.device), targets] -= a * coef * grad_out
+        return grad, None, None, None, None, None, None
+
+
+def distilled_cross_entropy(
+    terms: Losses, other_log_p: torch.Tensor, weight: float, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """weight·CE(terms) + (1 − weight)·KL(other ‖ terms' distribution) at temperature 1.
+
+    Equals the unfused ``weight·F.cross_entropy + (1−weight)·distillation_kl(.., "target_first")``
+    (tested); ``terms`` must come from ``supervised_loss(..., tail_ce=False)``.
+    """
+    row_weights = class_weights[terms.targets] if class_weights is not None else None
+    return _DistilledCrossEntropy.apply(
+        terms.scores, terms.log_probs, terms.targets, other_log_p, weight, 1.0 - weight, row_weights
+    )
+
+
 class DistillationLearner(Learner):
     """Teacher/student training with the switches of :data:`kgdistill.config.METHODS`."""
 
@@ -137,19 +181,35 @@ class DistillationLearner(Learner):
                 self.recompute_mask()
 
     # --- losses ----------------------------------------------------------------------------------
+    @property
+    def fused(self) -> bool:
+        """CE and KL computed together (:func:`distilled_cross_entropy`): the default KL mode at T = 1."""
+        return self.config.kl_mode == "target_first" and self.config.temperature == 1.0
+
+    def terms(self, model: KBCModel, batch: torch.Tensor, masked: bool = False, params: dict | None = None) -> Losses:
+        return supervised_loss(model, batch, self.config, self.class_weights, masked, params=params, tail_ce=not self.fused)
+
+    def target_log_p(self, terms: Losses) -> torch.Tensor:
+        """A model's tempered log-distribution, detached: what the other model distils from."""
+        if self.fused:
+            return terms.log_probs
+        return tempered_log_probs(terms.scores, self.config.temperature, terms.log_probs).detach()
+
     def student_objective(self, student: Losses, teacher_log_p: torch.Tensor) -> torch.Tensor:
-        """L_S = α·CE(S) + (1−α)·KL + reg(S); ``teacher_log_p`` tempered (detach it to freeze T)."""
-        c = self.config
-        s_log_p = tempered_log_probs(student.scores, c.temperature, student.log_probs)
-        kl = distillation_kl(s_log_p, teacher_log_p, c.temperature, c.kl_mode, learner_is_student=True)
-        return c.alpha * student.fit + (1 - c.alpha) * kl + student.penalty
+        """L_S = α·CE(S) + (1−α)·KL + reg(S); ``teacher_log_p`` tempered and detached."""
+        return self._objective(student, teacher_log_p, self.config.alpha, learner_is_student=True)
 
     def teacher_objective(self, teacher: Losses, student_log_p: torch.Tensor) -> torch.Tensor:
         """L_T = β·CE(T) + (1−β)·KL + reg(T) (Eq. 10)."""
+        return self._objective(teacher, student_log_p, self.config.beta, learner_is_student=False)
+
+    def _objective(self, own: Losses, other_log_p: torch.Tensor, weight: float, learner_is_student: bool):
         c = self.config
-        t_log_p = tempered_log_probs(teacher.scores, c.temperature, teacher.log_probs)
-        kl = distillation_kl(t_log_p, student_log_p, c.temperature, c.kl_mode, learner_is_student=False)
-        return c.beta * teacher.fit + (1 - c.beta) * kl + teacher.penalty
+        if self.fused:
+            return distilled_cross_entropy(own, other_log_p, weight, self.class_weights) + weight * own.fit + own.penalty
+        own_log_p = tempered_log_probs(own.scores, c.temperature, own.log_probs)
+        kl = distillation_kl(own_log_p, other_log_p, c.temperature, c.kl_mode, learner_is_student)
+        return weight * own.fit + (1 - weight) * kl + own.penalty
 
     # --- one step of Algorithm 1 -------------------------------------------------------------------
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -193,8 +253,7 @@ class DistillationLearner(Learner):
         with self.timed("actual"):
             teacher = self.modules["teacher"]
             # teacher side of Actual-Train at the same θ_T (its graph was kept by meta_gradient)
-            loss_t = self.teacher_objective(t_terms, tempered_log_probs(s_terms.scores, self.config.temperature,
-                                                                        s_terms.log_probs).detach())
+            loss_t = self.teacher_objective(t_terms, self.target_log_p(s_terms))
             t_grads = torch.autograd.grad(loss_t, list(teacher.parameters()))
             # student side: ∇θ_S L_S was computed for the virtual step; on the shared tables of a
             # pruned student it adds to the teacher's gradient, as in the sequential step
@@ -232,13 +291,14 @@ class DistillationLearner(Learner):
             theta_s = {"entity": entity.detach().requires_grad_(), "relation": relation.detach().requires_grad_()}
             masks = {"entity": student.entity_mask, "relation": student.relation_mask} if self.pruned else None
             if c.meta_order == "simultaneous":  # the actual step reuses the teacher's terms
-                t_terms = supervised_loss(teacher, batch, c, self.class_weights)
-                t_scores = t_terms.scores
+                t_terms = self.terms(teacher, batch)
+                t_scores, t_log_p = t_terms.scores, self.target_log_p(t_terms)
             else:
                 t_terms, t_scores = None, teacher.score_tails(batch)  # graph kept for the outer gradient
-            t_log_p = tempered_log_probs(t_scores, c.temperature, t_terms.log_probs if t_terms else None)
-            student_terms = supervised_loss(student, batch, c, self.class_weights, params=theta_s)
-            loss_s = self.student_objective(student_terms, t_log_p.detach())
+                with torch.no_grad():
+                    t_log_p = tempered_log_probs(t_scores, c.temperature)
+            student_terms = self.terms(student, batch, params=theta_s)
+            loss_s = self.student_objective(student_terms, t_log_p)
             grads = self._masked(dict(zip(theta_s, torch.autograd.grad(loss_s, list(theta_s.values())))), masks)
             theta_virtual = {k: (theta_s[k] - c.virtual_lr * grads[k]).detach().requires_grad_() for k in theta_s}
             if c.meta_order != "simultaneous":  # only the simultaneous step reuses ∇θ_S L_S
@@ -249,7 +309,7 @@ class DistillationLearner(Learner):
             v = self._masked(dict(zip(theta_virtual, torch.autograd.grad(quiz_loss, list(theta_virtual.values())))), masks)
             del theta_virtual, q_scores
             u = self.logit_tangent(batch, {k: t.detach() for k, t in theta_s.items()}, v)
-            grad_t_scores = self.meta_grad_of_teacher_logits(student_terms.scores.detach(), t_log_p.detach(), u)
+            grad_t_scores = self.meta_grad_of_teacher_logits(student_terms.scores.detach(), t_log_p, u)
             meta_grads = torch.autograd.grad(
                 t_scores, list(teacher.parameters()), grad_t_scores, allow_unused=True, retain_graph=t_terms is not None
             )
@@ -302,15 +362,13 @@ class DistillationLearner(Learner):
         mutual = self.teacher_mode == "mutual"
         c = self.config
         with torch.set_grad_enabled(mutual):
-            t_terms = supervised_loss(teacher, batch, c, self.class_weights)
-            t_log_p = tempered_log_probs(t_terms.scores, c.temperature, t_terms.log_probs)
-        s_terms = supervised_loss(student, batch, c, self.class_weights, masked=self.pruned)
-        s_log_p = tempered_log_probs(s_terms.scores, c.temperature, s_terms.log_probs)
-        loss_s = self.student_objective(s_terms, t_log_p.detach())
+            t_terms = self.terms(teacher, batch)
+        s_terms = self.terms(student, batch, masked=self.pruned)
+        loss_s = self.student_objective(s_terms, self.target_log_p(t_terms))
         total = loss_s
         out = {"student": loss_s.detach()}
         if mutual:
-            loss_t = self.teacher_objective(t_terms, s_log_p.detach())
+            loss_t = self.teacher_objective(t_terms, self.target_log_p(s_terms))
             total = total + loss_t
             out["teacher"] = loss_t.detach()
         optimizer = self.optimizers["actual"]

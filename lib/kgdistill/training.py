@@ -36,13 +36,16 @@ BEST = "best.pt"
 
 
 class Losses(NamedTuple):
-    """Per-batch terms of one model: ``fit`` (tail CE + RP·relation CE), ``penalty`` (regularizer),
-    ``scores`` (B, N) tail logits and their ``log_probs`` (log-softmax, shared with distillation)."""
+    """Per-batch terms of one model: ``fit`` (tail CE + RP·relation CE; RP only when the caller
+    folds the tail CE into its own loss), ``penalty`` (regularizer), ``scores`` (B, N) tail
+    logits, their ``log_probs`` (log-softmax; detached when the tail CE is left to the caller)
+    and the tail ``targets`` (B,)."""
 
     fit: torch.Tensor
     penalty: torch.Tensor
     scores: torch.Tensor
     log_probs: torch.Tensor
+    targets: torch.Tensor
 
 
 def supervised_loss(
@@ -52,19 +55,27 @@ def supervised_loss(
     class_weights: torch.Tensor | None = None,
     masked: bool = False,
     params: dict[str, torch.Tensor] | None = None,
+    tail_ce: bool = True,
 ) -> Losses:
     """Supervised terms of a batch of reciprocal triples (B, 3); ``params`` substitutes the model's
-    tables (``torch.func.functional_call``)."""
+    tables (``torch.func.functional_call``). With ``tail_ce=False`` the tail cross-entropy is
+    left out of ``fit`` (a distillation loss computes it together with its KL term)."""
     kwargs = {"masked": masked, "relation_prediction": config.rp_weight > 0}
     if params is None:
         tails, relations, factors = model(batch, **kwargs)
     else:
         tails, relations, factors = torch.func.functional_call(model, params, (batch,), kwargs)
-    log_probs = F.log_softmax(tails, dim=-1)
-    fit = F.nll_loss(log_probs, batch[:, 2], weight=class_weights)  # = cross-entropy of the tails
+    targets = batch[:, 2]
+    if tail_ce:
+        log_probs = F.log_softmax(tails, dim=-1)
+        fit = F.nll_loss(log_probs, targets, weight=class_weights)  # = cross-entropy of the tails
+    else:
+        with torch.no_grad():
+            log_probs = F.log_softmax(tails, dim=-1)
+        fit = tails.new_zeros(())
     if config.rp_weight > 0:
         fit = fit + config.rp_weight * F.cross_entropy(relations, batch[:, 1])
-    return Losses(fit, regularize(config.regularizer, factors, config.reg_weight), tails, log_probs)
+    return Losses(fit, regularize(config.regularizer, factors, config.reg_weight), tails, log_probs, targets)
 
 
 def fit_loss(
