@@ -74,6 +74,19 @@ def main() -> None:
     if args.child:
         return peak_memory_child(args)
 
+    # Measured first, in a child started before this process holds any model: Linux keeps a
+    # forked child's peak RSS (ru_maxrss) across exec, so a large parent would inflate it.
+    memory_line = None
+    if args.memory:
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", "--dataset", args.dataset, "--model", args.model, "--rank",
+             str(args.rank), "--batch-size", str(args.batch_size), "--repeats", "1", "--device", args.device,
+             "--rp-weight", str(args.rp_weight)] + (["--data-dir", args.data_dir] if args.data_dir else []),
+            capture_output=True, text=True, check=True, env=os.environ,
+        )
+        memory = json.loads(child.stdout.strip().splitlines()[-1])
+        memory_line = f"peak_rss_mib {memory['peak_rss_mib']:.0f}" + (
+            f"  cuda_peak_mib {memory['cuda_peak_mib']:.0f}" if memory["cuda_peak_mib"] is not None else "")
     plain, plain_batches, device = build(args, "baseline")
     variants = {order: build(args, "metasd", order)[:2] for order in ("sequential", "simultaneous")}
     times = {"plain": [], "sequential": [], "simultaneous": []}
@@ -91,16 +104,8 @@ def main() -> None:
         print(f"{label:42s} {best[name] * 1000:9.1f} ms  (min of {len(times[name])})")
     for order, p in phases.items():
         print(f"  {order} phases (ms/step, mean of last 2): " + "  ".join(f"{k} {v * 1000:.1f}" for k, v in p.items()))
-    if args.memory:
-        child = subprocess.run(
-            [sys.executable, __file__, "--child", "--dataset", args.dataset, "--model", args.model, "--rank",
-             str(args.rank), "--batch-size", str(args.batch_size), "--repeats", "1", "--device", args.device,
-             "--rp-weight", str(args.rp_weight)] + (["--data-dir", args.data_dir] if args.data_dir else []),
-            capture_output=True, text=True, check=True, env=os.environ,
-        )
-        memory = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"peak_rss_mib {memory['peak_rss_mib']:.0f}" + (
-            f"  cuda_peak_mib {memory['cuda_peak_mib']:.0f}" if memory["cuda_peak_mib"] is not None else ""))
+    if memory_line:
+        print(memory_line)
     print(f"metasd_simultaneous_over_plain_step_ratio {best['simultaneous'] / best['plain']:.2f}")
     print(f"metasd_over_plain_step_ratio {best['sequential'] / best['plain']:.2f}")
 
