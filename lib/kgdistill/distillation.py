@@ -255,11 +255,12 @@ class DistillationLearner(Learner):
             # teacher side of Actual-Train at the same θ_T (its graph was kept by meta_gradient)
             loss_t = self.teacher_objective(t_terms, self.target_log_p(s_terms))
             t_grads = torch.autograd.grad(loss_t, list(teacher.parameters()))
+        with self.timed("meta"):
+            self.apply_meta_gradient(meta_grads)
+        with self.timed("actual"):
             # student side: ∇θ_S L_S was computed for the virtual step; on the shared tables of a
             # pruned student it adds to the teacher's gradient, as in the sequential step
             student_params = list(self.student.parameters())
-            with self.timed("meta"):
-                self.apply_meta_gradient(meta_grads)
             optimizer = self.optimizers["actual"]
             optimizer.zero_grad(set_to_none=True)
             for p, g in zip(teacher.parameters(), t_grads):

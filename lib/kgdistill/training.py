@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -177,20 +178,14 @@ class Learner:
     def load_extra_state(self, state: dict) -> None:
         pass
 
+    @contextmanager
     def timed(self, phase: str):
-        """Context manager adding wall time to ``phase_seconds[phase]`` (syncs CUDA for honest numbers)."""
-        learner = self
-
-        class _Timer:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if learner.device.type == "cuda":
-                    torch.cuda.synchronize(learner.device)
-                learner.phase_seconds[phase] = learner.phase_seconds.get(phase, 0.0) + time.perf_counter() - self.start
-
-        return _Timer()
+        """Add the wall time of the block to ``phase_seconds[phase]`` (syncs CUDA for honest numbers)."""
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 class PlainLearner(Learner):
