@@ -35,7 +35,6 @@ from .datasets import KGDataset
 from .evaluation import Scorer
 from .models import KBCModel, build_model, rank_for_budget
 from .pruning import kept_count, magnitude_mask, mask_density
-from .regularizers import regularize
 from .training import Learner, Losses, load_module_state, supervised_loss
 
 
@@ -361,7 +360,6 @@ class DistillationLearner(Learner):
         """Actual-Train (Eq. 7–11): S on L_S, T on L_T (mutual) with the other side detached."""
         teacher, student = self.modules["teacher"], self.student
         mutual = self.teacher_mode == "mutual"
-        c = self.config
         with torch.set_grad_enabled(mutual):
             t_terms = self.terms(teacher, batch)
         s_terms = self.terms(student, batch, masked=self.pruned)

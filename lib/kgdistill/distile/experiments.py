@@ -42,7 +42,8 @@ from ..records import pick_device
 from .config import DS_FIELDS, DistilEConfig
 from .kge import build_kge
 from .timing import inference_table
-from .trainer import RECORD, run_dir_for, run_distile
+from ..training import RECORD
+from .trainer import run_dir_for, run_distile
 
 METRICS = ("MRR", "H@10", "H@3", "H@1")
 #: the paper's dimensions, matched by position with a profile's teacher_dim / student_dims

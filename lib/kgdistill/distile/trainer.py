@@ -25,7 +25,7 @@ import torch
 
 from ..datasets import KGDataset, load_dataset
 from ..records import pick_device
-from ..training import BEST, CHECKPOINT, RECORD, existing_record, fit_recorded
+from ..training import BEST, existing_record, fit_recorded
 from .config import DistilEConfig
 from .kge import KGEModel, build_kge
 from .losses import hard_loss, soft_loss
