@@ -11,10 +11,11 @@ PYTHON := $(VENV)/bin/python
 KGC_DATA_DIR ?= $(abspath ../shared/data)
 export KGC_DATA_DIR
 
-.PHONY: reproduce test unit nbval notebooks clean-smoke help
+.PHONY: reproduce runs test unit nbval notebooks clean-smoke help
 
 help:
 	@echo "make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1]  - run the notebooks with a profile -> results/<profile>/"
+	@echo "make runs [PROFILE=cpu|paper]                         - train the profile's missing runs only (no notebooks)"
 	@echo "make test                                             - unit tests and nbval on notebooks/"
 	@echo "make notebooks                                        - re-execute notebooks/ in place with the smoke profile (commit them)"
 	@echo "make clean-smoke                                      - delete the smoke run records (after a library change)"
@@ -25,6 +26,10 @@ $(PYTHON):
 
 reproduce: $(PYTHON)
 	$(PYTHON) scripts/reproduce.py --profile $(PROFILE) $(if $(RETRAIN),--retrain,)
+
+# Train the records of a profile without the notebooks (resumable; see scripts/train_runs.py).
+runs: $(PYTHON)
+	$(PYTHON) scripts/train_runs.py --profile $(PROFILE)
 
 test: unit nbval
 

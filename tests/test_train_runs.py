@@ -1,0 +1,83 @@
+"""scripts/train_runs.py: trains a profile's missing runs, lists their state, shares a runs folder
+between processes through lock files, and stops at a deadline leaving a resumable run."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kgdistill import study
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("train_runs", ROOT / "scripts" / "train_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_lock_is_exclusive_and_a_dead_owner_is_taken_over(script, tmp_path):
+    run_dir = tmp_path / "run"
+    assert script.try_lock(run_dir)
+    assert not script.try_lock(run_dir)  # held by this (live) process
+    assert script.state(run_dir) == "training"
+    lock = run_dir / script.LOCK
+    owner = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**owner, "pid": dead_pid()}))
+    assert script.state(run_dir) == "missing"  # nobody trains it any more
+    assert script.try_lock(run_dir)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def smoke_run(row: str, seed: int) -> str:
+    profile = study.load_profile("smoke")
+    return next(s.run_name for s in study.all_specs(profile) if s.row == row and s.seed == seed)
+
+
+def test_trains_the_matched_run_then_lists_it_done(script, tmp_path, capsys):
+    name = smoke_run("DML", 0)
+    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]) == 0
+    out = capsys.readouterr().out
+    assert f"training {name}" in out and "test MRR" in out and "all runs done" in out
+    record = json.loads((tmp_path / name / "record.json").read_text())
+    assert record["status"] == "complete"
+    assert not (tmp_path / name / script.LOCK).exists()  # released
+
+    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    line = next(line for line in listing if name in line)
+    assert line.startswith("done") and f"{record['test'][record['selected_model']]['all']['MRR']:.4f}" in line
+    assert sum(line.startswith("missing") for line in listing) == len(listing) - 2  # all others, + summary
+
+
+def test_deadline_leaves_a_partial_run_that_resumes(script, tmp_path, capsys):
+    name = smoke_run("ComplEx", 1)
+    args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]
+    assert script.main(args + ["--stop-after-minutes", "0"]) == 0
+    assert "time is up" in capsys.readouterr().out and not (tmp_path / name).exists()
+
+    assert script.main(args + ["--stop-after-minutes", "0.001"]) == 0  # one chunk, then time is up
+    assert "stopped after epoch" in capsys.readouterr().out
+    assert script.state(tmp_path / name) == "partial"
+
+    assert script.main(args) == 0  # resumes from the checkpoint and finishes
+    assert script.state(tmp_path / name) == "done"
+
+
+def test_unknown_match_is_named(script, tmp_path):
+    with pytest.raises(SystemExit, match="no run of profile smoke matches"):
+        script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "no-such-run"])
