@@ -379,3 +379,12 @@ def test_unreachable_url_names_dataset_file_variable_and_url(download_env, monke
     assert DATA_DIR_ENV in msg
     assert url.format(file="nations.tar.gz") in msg
     assert _files_in(download_env) == []
+
+
+def test_expand_runs_flattens_csr_runs_including_empty_ones():
+    from kgdistill.datasets import expand_runs
+
+    start, count = torch.tensor([5, 0, 2, 9]), torch.tensor([2, 0, 3, 1])
+    rows, position = expand_runs(start, count)
+    assert rows.tolist() == [0, 0, 2, 2, 2, 3]
+    assert position.tolist() == [5, 6, 2, 3, 4, 9]

@@ -116,6 +116,18 @@ def _read_split(archive: tarfile.TarFile, member_name: str, label: str) -> list[
     return rows
 
 
+def expand_runs(start: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten the runs ``[start[i], start[i] + count[i])`` of a CSR-style array, all at once.
+
+    ``start``, ``count``: (B,) int64. Returns ``(rows, position)``, each (sum(count),): the run each
+    element belongs to and its flat index into the array - a running index shifted to each run's start.
+    """
+    rows = torch.repeat_interleave(count)
+    end = torch.cumsum(count, 0)
+    position = torch.arange(len(rows), device=start.device) + (start - (end - count))[rows]
+    return rows, position
+
+
 @dataclass
 class FilterIndex:
     """All known answers of every query over train ∪ valid ∪ test, as CSR tensors.
@@ -152,12 +164,8 @@ class FilterIndex:
         pos = torch.searchsorted(self.keys, key).clamp_max(len(self.keys) - 1)
         start = self.offsets[pos]
         count = torch.where(self.keys[pos] == key, self.offsets[pos + 1] - start, torch.zeros_like(start))
-        rows = torch.repeat_interleave(count)
-        end = torch.cumsum(count, 0)
-        # flat position in ``targets``: running index shifted to each row's run start
-        position = torch.arange(len(rows), device=key.device) + (start - (end - count))[rows]
-        cols = self.targets[position]
-        return rows, cols
+        rows, position = expand_runs(start, count)
+        return rows, self.targets[position]
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
+from .datasets import expand_runs
 from .models import KBCModel, build_model
 from .records import atomic_write_bytes
 
@@ -105,10 +106,7 @@ class SparseScorer:
     @staticmethod
     def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         crow, col, values = table.crow_indices(), table.col_indices(), table.values()
-        start, count = crow[index], crow[index + 1] - crow[index]
-        rows = torch.repeat_interleave(count)
-        end = torch.cumsum(count, 0)
-        position = torch.arange(len(rows)) + (start - (end - count))[rows]
+        rows, position = expand_runs(crow[index], crow[index + 1] - crow[index])
         out = torch.zeros(len(index), table.shape[1], dtype=values.dtype)
         out[rows, col[position]] = values[position]
         return out
