@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         counts = {s: sum(state(run_dir_for(e["config"], runs_dir)) == s for e in rows.values())
                   for s in ("done", "training", "partial", "missing")}
         print(f"{len(rows)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        if not args.match and runs_dir.is_dir():
+            # e.g. records of an earlier version of the profile, or KD teachers of other seeds
+            unused = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in rows)
+            if unused:
+                print(f"in {runs_dir} but not a run of this profile's tables (DistilE runs, teachers, old configs): "
+                      + ", ".join(unused))
         return 0
 
     deadline = None if args.stop_after_minutes is None else time.time() + 60 * args.stop_after_minutes

@@ -57,11 +57,13 @@ def test_trains_the_matched_run_then_lists_it_done(script, tmp_path, capsys):
     assert record["status"] == "complete"
     assert not (tmp_path / name / script.LOCK).exists()  # released
 
+    (tmp_path / "baseline-old-config").mkdir()  # e.g. the record of an earlier profile version
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list"]) == 0
     listing = capsys.readouterr().out.splitlines()
     line = next(line for line in listing if name in line)
     assert line.startswith("done") and f"{record['test'][record['selected_model']]['all']['MRR']:.4f}" in line
-    assert sum(line.startswith("missing") for line in listing) == len(listing) - 2  # all others, + summary
+    assert "not a run of this profile" in listing[-1] and listing[-1].endswith("baseline-old-config")
+    assert sum(line.startswith("missing") for line in listing) == len(listing) - 3  # all others, + 2 summary lines
 
 
 def test_deadline_leaves_a_partial_run_that_resumes(script, tmp_path, capsys):
