@@ -8,7 +8,7 @@ Trains one ComplEx + N3 baseline per (rank, weight) with the library's runner (r
 then prints, per model: validation MRR dense and through a fresh global magnitude mask keeping
 10% of the weights (no retraining; MetaSD's student at γ = 0.9 before any distillation), the
 share retained, and the share of the entity table's mass held by its top 10% of coordinates.
-The table is also written to ``results/analysis/pruning_vs_rank_<dataset>.{csv,md}``.
+The table is also written to ``results/analysis/tables/pruning_vs_rank_<dataset>.{csv,md,tex}``.
 
 Why it matters here: the cpu profile trains rank 64 (the paper: 2000), and the pruned MetaSD
 student can only be as good as a 90% mask of its source lets it be.
@@ -16,12 +16,11 @@ student can only be as good as a 90% mask of its source lets it be.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ANALYSIS = "analysis"  # outputs under results/analysis/ (not a profile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,47 +34,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gamma", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs-dir", default=str(ROOT / "results" / "analysis" / "runs"), help="run records/checkpoints (not committed)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "analysis"), help="where the table goes")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "lib"))
-    shared = ROOT.parent / "shared" / "data"
-    if "KGC_DATA_DIR" not in os.environ and shared.is_dir():
-        os.environ["KGC_DATA_DIR"] = str(shared)
     import pandas as pd
     import torch
 
     from kgdistill import RunConfig, load_dataset, run
     from kgdistill.analysis import load_best, one_shot_pruning
-    from kgdistill.records import atomic_write_bytes, pick_device, provenance
-    from kgdistill.study import format_table
+    from kgdistill.study import format_table, save_table, stamp, use_shared_data
+
+    use_shared_data(ROOT)
 
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.dataset)
-    rows = []
+    rows, records = [], []
     for weight in args.reg_weights:
         for rank in args.ranks:
             config = RunConfig(dataset=args.dataset, model="ComplEx", rank=rank, regularizer="N3", reg_weight=weight,
                                rp_weight=0.0, batch_size=args.batch_size, max_epochs=args.epochs,
                                eval_every=max(1, args.epochs // 5), learning_rate=args.learning_rate)
-            start = time.perf_counter()
-            run(config, args.runs_dir, device="cpu", dataset=dataset)
+            records.append(run(config, args.runs_dir, device="cpu", dataset=dataset))
             result = one_shot_pruning(load_best(config, args.runs_dir, dataset), dataset, args.gamma)
-            rows.append({"N3 weight": weight, "rank": rank, **result, "seconds": time.perf_counter() - start})
+            rows.append({"model": f"N3 {weight:g}, rank {rank}", **result})
             print(f"N3 {weight:g}, rank {rank}: dense {result['dense MRR']:.4f}, pruned {result['pruned MRR']:.4f} "
                   f"({result['retained']:.1%}), mass in top 10% coordinates {result['mass share']:.3f}", flush=True)
-    frame = pd.DataFrame(rows).set_index(["N3 weight", "rank"])
-    stamp = provenance(pick_device("cpu"))
+    frame = pd.DataFrame(rows).set_index("model").rename_axis(None)
     caption = (f"One-shot magnitude pruning (keep {1 - args.gamma:.0%}) of ComplEx + N3 on {args.dataset} "
-               f"({args.epochs} epochs, Adagrad {args.learning_rate}, batch {args.batch_size}); valid MRR | "
-               f"device {stamp['device']} | torch {stamp['torch']} | commit {stamp['git_commit']} | {stamp['date']}")
+               f"({args.epochs} epochs, Adagrad {args.learning_rate}, batch {args.batch_size}); valid MRR\n\n"
+               f"{stamp(records, ANALYSIS)}")
     print(caption)
-    shown = frame.drop(columns=["seconds"])
-    print(format_table(shown))
-    out = Path(args.out)
-    name = f"pruning_vs_rank_{args.dataset}"
-    atomic_write_bytes(out / f"{name}.csv", frame.to_csv(float_format="%.6g").encode())
-    atomic_write_bytes(out / f"{name}.md", (caption + "\n\n" + shown.reset_index().to_markdown(index=False, floatfmt=".4f") + "\n").encode())
+    print(format_table(frame))
+    paths = save_table(frame, f"pruning_vs_rank_{args.dataset}", ANALYSIS, caption=caption)
+    print(sorted(str(p) for p in paths.values()))
     return 0
 
 

@@ -46,12 +46,9 @@ def prepare_environment(profile: dict) -> None:
     kernels run in ``notebooks/``; unset and absent means download)."""
     for key, value in (profile.get("env") or {}).items():
         os.environ.setdefault(str(key), str(value))
-    shared = ROOT.parent / "shared" / "data"
-    if "KGC_DATA_DIR" not in os.environ and shared.is_dir():
-        os.environ["KGC_DATA_DIR"] = str(shared)  # the project's copy of the archives
-    data = os.environ.get("KGC_DATA_DIR")
-    if data:
-        os.environ["KGC_DATA_DIR"] = str(Path(data).resolve())
+    from kgdistill.study import use_shared_data
+
+    use_shared_data(ROOT)
     os.environ.setdefault("KGDISTILL_ROOT", str(ROOT))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 

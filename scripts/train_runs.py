@@ -92,16 +92,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT / "lib"))
     import torch
-    from kgdistill.study import all_specs, load_profile
+    from kgdistill.study import all_specs, load_profile, use_shared_data
     from kgdistill.training import run, run_dir_for
 
     profile = load_profile(args.profile)
     runs_dir = Path(args.runs_dir).resolve() if args.runs_dir else Path(profile["runs_dir"])
     if args.threads or profile.get("threads"):
         torch.set_num_threads(int(args.threads or profile["threads"]))
-    shared = ROOT.parent / "shared" / "data"
-    if "KGC_DATA_DIR" not in os.environ and shared.is_dir():
-        os.environ["KGC_DATA_DIR"] = str(shared)
+    use_shared_data(ROOT)
 
     rows: dict[str, dict] = {}
     for spec in all_specs(profile):
@@ -119,17 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         from kgdistill.training import RECORD
 
+        counts = {s: 0 for s in ("done", "training", "partial", "missing")}
         for name, e in ordered:
             run_dir = run_dir_for(e["config"], runs_dir)
             st = state(run_dir)
+            counts[st] += 1
             extra = ""
             if st == "done":
                 record = json.loads((run_dir / RECORD).read_text())
                 mrr = record["test"][record["selected_model"]]["all"]["MRR"]
                 extra = f"test MRR {mrr:.4f}, {sum(h.get('seconds', 0) for h in record['history']) / 60:.0f} min"
             print(f"{st:9s} {e['dataset']:10s} {', '.join(sorted(e['rows'])):28s} {name}  {extra}")
-        counts = {s: sum(state(run_dir_for(e["config"], runs_dir)) == s for e in rows.values())
-                  for s in ("done", "training", "partial", "missing")}
         print(f"{len(rows)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         if not args.match and runs_dir.is_dir():
             # e.g. records of an earlier version of the profile, or KD teachers of other seeds
@@ -180,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _epochs_within(run_dir: Path, config, deadline: float) -> int | None:
-    """The last epoch to train before ``deadline`` from the run's own pace (None: no estimate yet,
-    train one epoch at a time from the checkpoint)."""
+def _epochs_within(run_dir: Path, config, deadline: float) -> int:
+    """The last epoch to train before ``deadline`` at the run's own pace (its slowest epoch so far);
+    one more epoch when there is no checkpoint or no timing yet."""
     import torch
 
     checkpoint = run_dir / "checkpoint.pt"

@@ -15,7 +15,7 @@ import torch
 from .config import RunConfig
 from .datasets import KGDataset
 from .evaluation import evaluate
-from .models import KBCModel, build_model
+from .models import ComplEx, KBCModel, build_model
 from .pruning import magnitude_mask
 from .training import BEST, load_module_state, run_dir_for
 
@@ -27,7 +27,7 @@ def coordinate_mass_share(model: KBCModel, fraction: float = 0.1) -> float:
     coordinate are counted together. 0.1 means evenly spread mass; close to 1, a low effective rank.
     """
     table = model.entity.detach().float() ** 2
-    if model.__class__.__name__ == "ComplEx":
+    if isinstance(model, ComplEx):
         half = table.shape[1] // 2
         table = table[:, :half] + table[:, half:]
     mass = table.sum(0).sort(descending=True).values

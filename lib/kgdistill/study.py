@@ -64,6 +64,20 @@ def repo_root() -> Path:
     )
 
 
+def use_shared_data(root: str | os.PathLike | None = None) -> None:
+    """Point ``KGC_DATA_DIR`` at the project's copy of the archives, ``<root>/../shared/data``
+    (``root``: the repository, default :func:`repo_root`), when the caller has not set it and the
+    folder exists; make it absolute either way (notebook kernels run in ``notebooks/``). Left
+    unset, the archives are downloaded."""
+    from .datasets import DATA_DIR_ENV
+
+    shared = Path(root or repo_root()).parent / "shared" / "data"
+    if DATA_DIR_ENV not in os.environ and shared.is_dir():
+        os.environ[DATA_DIR_ENV] = str(shared)
+    if os.environ.get(DATA_DIR_ENV):
+        os.environ[DATA_DIR_ENV] = str(Path(os.environ[DATA_DIR_ENV]).resolve())
+
+
 def profile_path(name: str | os.PathLike) -> Path:
     """``params/<name>.yaml`` of the repository, or ``name`` itself when it is a path to a file."""
     path = Path(name)
