@@ -6,10 +6,12 @@
     python scripts/train_runs.py --profile cpu --match WN18RR  # only runs whose row/recipe/name contains it
     python scripts/train_runs.py --profile paper --stop-after-minutes 8   # GPU chunks: resume next call
 
-The runs are those of Tables 1-4, Figure 1 and the footprint (``kgdistill.study.all_specs``); the
-notebooks then rebuild every table from the records in minutes (``scripts/reproduce.py``). The
-DistilE runs of notebooks 01/06 are not listed: their grid picks the next runs from the previous
-ones' results, so they train inside the notebooks.
+The runs are those of Tables 1-4, Figure 1 and the footprint (``kgdistill.study.all_specs``) and,
+when the profile's ``distile_in_table1`` section has no grid, the DistilE teacher and student of
+Table 1's added row (``kgdistill.distile.experiments.table1_planned_runs``); the notebooks then
+rebuild every table from the records in minutes (``scripts/reproduce.py``). Runs chosen by a
+grid search (notebook 06, a gridded Table-1 row) pick the next runs from the previous ones'
+results, so they train inside the notebooks.
 
 Several processes may work on one runs folder at once (e.g. one per core, each with one torch
 thread): a process marks the run it trains with ``train.lock`` (its host and pid) and the others
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT / "lib"))
     import torch
+    from kgdistill.datasets import load_dataset
+    from kgdistill.distile.experiments import table1_planned_runs
+    from kgdistill.distile.trainer import run_distile
     from kgdistill.study import all_specs, load_profile, use_shared_data
     from kgdistill.training import run, run_dir_for
 
@@ -107,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         entry = rows.setdefault(config.run_name(), {"config": config, "rows": set(), "dataset": spec.paper_dataset})
         entry["rows"].add(spec.row)
         entry["recipe"] = spec.recipe
+    distile_row = (profile.get("distile_in_table1") or {}).get("row", "DistilE")
+    for paper_dataset, role, config in table1_planned_runs(profile, load_dataset):
+        rows[config.run_name()] = {"config": config, "dataset": paper_dataset, "recipe": "DistilE",
+                                   "rows": {distile_row if role == "student" else f"DistilE {role}"}}
     if args.match:
         rows = {name: e for name, e in rows.items()
                 if any(m in text for m in args.match for text in (name, e["recipe"], e["dataset"], *e["rows"]))}
         if not rows:
             sys.exit(f"no run of profile {profile['name']} matches {args.match}; see --list")
-    ordered = sorted(rows.items(), key=lambda item: item[1]["config"].method != "baseline")
+    # teachers first: a KD or DistilE student then finds its teacher trained (or in training)
+    ordered = sorted(rows.items(), key=lambda item: item[1]["config"].method not in ("baseline", "plain"))
 
     if args.list:
         from kgdistill.training import RECORD
@@ -161,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 if deadline is not None:
                     # whole epochs only: stop at the first checkpoint past the deadline
                     stop = _epochs_within(run_dir, config, deadline)
-                record = run(config, runs_dir, device=device, show_progress=args.show_progress, stop_after_epoch=stop)
+                train = run_distile if config.method in ("plain", "ds") else run
+                record = train(config, runs_dir, device=device, show_progress=args.show_progress, stop_after_epoch=stop)
                 if record.get("status") == "complete":
                     mrr = record["test"][record["selected_model"]]["all"]["MRR"]
                     print(f"  done in {(time.time() - start) / 60:.1f} min: test MRR {mrr:.4f}", flush=True)

@@ -11,7 +11,8 @@ from kgdistill import study
 from kgdistill.config import RunConfig
 from kgdistill.distile import build_kge
 from kgdistill.distile.experiments import (
-    check_table1_section, dim_within, dims_beside_metasd, kge_dense_size, metasd_sizes, table1_rows,
+    check_table1_section, dim_within, dims_beside_metasd, kge_dense_size, metasd_sizes, table1_planned_runs,
+    table1_rows,
 )
 from kgdistill.models import build_model
 from kgdistill.pruning import kept_count
@@ -100,3 +101,11 @@ def test_table1_rows_train_teacher_and_student_and_join_the_table(runs_dir, umls
     assert math.isnan(row["MRR paper"]) and math.isnan(row["size paper"]) and row["source"] == "measured"
     runs = study.runs_frame(out.specs, out.records)
     assert list(runs["model"]) == ["student"] and runs["max_epochs"].iloc[0] == 2
+
+    # scripts/train_runs.py trains these same runs ahead of the notebook: teachers first, then students
+    planned = table1_planned_runs(S.profile, lambda name: umls)
+    assert [(ds, role) for ds, role, _ in planned] == [("FB15k-237", "teacher"), ("WN18RR", "teacher"),
+                                                       ("FB15k-237", "student"), ("WN18RR", "student")]
+    assert {c.run_name() for *_, c in planned} == set(out.records)
+    S.profile["distile_in_table1"]["grid"] = {"learning_rate": [0.01, 0.1]}
+    assert table1_planned_runs(S.profile, lambda name: umls) == []  # the teacher is chosen by training

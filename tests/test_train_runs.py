@@ -83,3 +83,20 @@ def test_deadline_leaves_a_partial_run_that_resumes(script, tmp_path, capsys):
 def test_unknown_match_is_named(script, tmp_path):
     with pytest.raises(SystemExit, match="no run of profile smoke matches"):
         script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "no-such-run"])
+
+
+def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys):
+    # the smoke profile's Table-1 DistilE row has no grid, so its runs are known before training
+    args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "DistilE"]
+    assert script.main(args + ["--list"]) == 0
+    listing = [line for line in capsys.readouterr().out.splitlines() if "distile-" in line]
+    assert [line.split()[0] for line in listing] == ["missing"] * len(listing) and listing
+    names = [line.split()[-1] for line in listing]
+    assert names[0].startswith("distile-plain-") and names[-1].startswith("distile-ds-")
+
+    assert script.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.index(f"training {names[0]}") < out.index(f"training {names[-1]}")
+    for name in names:
+        record = json.loads((tmp_path / name / "record.json").read_text())
+        assert record["status"] == "complete" and record["method"] == name.split("-")[1]

@@ -323,6 +323,48 @@ class Table1Rows:
     sizes: pd.DataFrame
 
 
+def _table1_study_section(profile: dict, block: dict) -> dict:
+    """The ``distile:``-style section a :class:`DistilEStudy` runs the Table-1 row from."""
+    from ..study import trained_on
+
+    datasets = profile["tables"][block["table"]]["datasets"]
+    return {"datasets": {ds: trained_on(profile, ds) for ds in datasets},
+            "config": dict(block.get("config") or {}), "grid": dict(block.get("grid") or {})}
+
+
+def table1_planned_runs(profile: dict, load=load_dataset, key: str = TABLE1_SECTION) -> list[tuple[str, str, DistilEConfig]]:
+    """The Table-1 row's DistilE runs known before any is trained, as ``(paper dataset, role, config)``
+    with role ``"teacher"`` or ``"student"``, teachers first; the configs :func:`table1_rows` trains.
+
+    Only a section without a ``grid`` has them: with a grid, the student's teacher is the best
+    of teacher runs by validation MRR, known only once they are trained. Then this returns [] and
+    the row trains inside notebook 01. ``load(name)`` gives a dataset (its entity and relation
+    counts size the models)."""
+    if not profile.get(key):
+        return []
+    block = table1_section(profile, key)
+    section = _table1_study_section(profile, block)
+    if any(section["grid"].values()):
+        return []
+    from ..study import config_for
+
+    runner = DistilEStudy(section, runs_dir=".")
+    teachers, students = [], []
+    for ds in profile["tables"][block["table"]]["datasets"]:
+        data = load(section["datasets"][ds])
+        extra = dict((block.get("per_dataset") or {}).get(ds) or {})
+        for seed in profile["seeds"]:
+            dims = dims_beside_metasd(config_for(profile, ds, block["beside"], int(seed)),
+                                      data.n_entities, data.n_relations, block["model"])
+            fields = {**extra, "seed": int(seed)}
+            [teacher] = runner._candidates(ds, block["model"], dims["teacher_dim"], "plain", **fields)
+            [student] = runner._candidates(ds, block["model"], dims["student_dim"], "ds",
+                                           teacher=teacher.to_dict(), **fields)
+            teachers.append((ds, "teacher", teacher))
+            students.append((ds, "student", student.ablation("DS")))
+    return teachers + students
+
+
 def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     """Train (or reuse) DistilE beside MetaSD for every dataset and seed of the section's table.
 
@@ -331,16 +373,12 @@ def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     of ``teacher_dim`` is trained with that seed, then a two-stage DistilE student of
     ``student_dim`` (the ``grid``'s best on validation MRR, as in :class:`DistilEStudy`).
     """
-    from ..study import NamedRunSpec, config_for, trained_on
+    from ..study import NamedRunSpec, config_for
 
     profile = study.profile
     block = table1_section(profile, key)
     datasets = profile["tables"][block["table"]]["datasets"]
-    section = {
-        "datasets": {ds: trained_on(profile, ds) for ds in datasets},
-        "config": dict(block.get("config") or {}),
-        "grid": dict(block.get("grid") or {}),
-    }
+    section = _table1_study_section(profile, block)
     runner = DistilEStudy(section, study.runs_dir, study.data_dir, study.device, study.show_progress, study.retrain_since)
     specs, sizes = [], []
     for ds in datasets:
