@@ -4,14 +4,16 @@
     python scripts/train_runs.py --profile cpu --list          # every run: done / partial / missing
     python scripts/train_runs.py --profile cpu                 # train what is missing, baselines first
     python scripts/train_runs.py --profile cpu --match WN18RR  # only runs whose row/recipe/name contains it
+    python scripts/train_runs.py --profile cpu --match "DistilE notebook 06"   # or "DistilE in Table 1"
     python scripts/train_runs.py --profile paper --stop-after-minutes 8   # GPU chunks: resume next call
 
-The runs are those of Tables 1-4, Figure 1 and the footprint (``kgdistill.study.all_specs``) and,
-when the profile's ``distile_in_table1`` section has no grid, the DistilE teacher and student of
-Table 1's added row (``kgdistill.distile.experiments.table1_planned_runs``); the notebooks then
-rebuild every table from the records in minutes (``scripts/reproduce.py``). Runs chosen by a
-grid search (notebook 06, a gridded Table-1 row) pick the next runs from the previous ones'
-results, so they train inside the notebooks.
+The runs are those of Tables 1-4, Figure 1 and the footprint (``kgdistill.study.all_specs``) and
+the DistilE runs: the teacher and student of Table 1's added row
+(``kgdistill.distile.experiments.table1_planned_runs``) and notebook 06's
+(``kgdistill.distile.experiments.planned_runs``). The notebooks then rebuild every table from the
+records in minutes (``scripts/reproduce.py``). DistilE runs picked by a grid search (a section
+with a ``grid``, e.g. the paper profile's) depend on the previous runs' results: they are not
+listed here and train inside the notebooks.
 
 Several processes may work on one runs folder at once (e.g. one per core, each with one torch
 thread): a process marks the run it trains with ``train.lock`` (its host and pid) and the others
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "lib"))
     import torch
     from kgdistill.datasets import load_dataset
-    from kgdistill.distile.experiments import table1_planned_runs
+    from kgdistill.distile.experiments import planned_runs, table1_planned_runs
     from kgdistill.distile.trainer import run_distile
     from kgdistill.study import all_specs, load_profile, use_shared_data
     from kgdistill.training import run, run_dir_for
@@ -114,8 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         entry["recipe"] = spec.recipe
     distile_row = (profile.get("distile_in_table1") or {}).get("row", "DistilE")
     for paper_dataset, role, config in table1_planned_runs(profile, load_dataset):
-        rows[config.run_name()] = {"config": config, "dataset": paper_dataset, "recipe": "DistilE",
+        rows[config.run_name()] = {"config": config, "dataset": paper_dataset, "recipe": "DistilE in Table 1",
                                    "rows": {distile_row if role == "student" else f"DistilE {role}"}}
+    if profile.get("distile"):
+        paper_name = {used.lower(): paper for paper, used in profile["distile"]["datasets"].items()}
+        for config, used in planned_runs(profile["distile"]):
+            role = "teacher" if config.method == "plain" else f"student of d{config.teacher['dim']}"
+            if config.method == "ds" and config.stage1_epochs in (0, config.max_epochs):  # Table 6 ablations
+                role += " -S1" if config.stage1_epochs == 0 else " -S2"
+            rows[config.run_name()] = {"config": config, "dataset": paper_name[config.dataset.lower()],
+                                       "recipe": "DistilE notebook 06",
+                                       "rows": {f"{config.model} d{config.dim} {role} ({', '.join(used)})"}}
     if args.match:
         rows = {name: e for name, e in rows.items()
                 if any(m in text for m in args.match for text in (name, e["recipe"], e["dataset"], *e["rows"]))}

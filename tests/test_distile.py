@@ -268,3 +268,31 @@ def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_di
     frame = compare(rows, paper, metrics=("MRR",), student_dims=[4], teacher_dim=8)
     assert list(frame["paper dim"]) == [64, 32, 32]
     assert frame["MRR paper"].tolist()[0] == 0.3 and math.isnan(frame["MRR paper"].tolist()[1])
+
+
+def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
+    # scripts/train_runs.py trains planned_runs ahead of notebook 06: they must be exactly its runs
+    from kgdistill.distile.experiments import DistilEStudy, planned_runs
+
+    section = {
+        "datasets": {"WN18RR": "Nations", "FB15k-237": "Nations"}, "models": ["TransE"], "teacher_dim": 8,
+        "student_dims": [4], "teacher_dims": [8, 16], "config": {"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1},
+        "per_model": {"TransE": {"learning_rate": 0.05}}, "grid": {},
+        "ablation": {"dataset": "WN18RR"}, "figure2": {"dataset": "WN18RR", "model": "TransE"},
+        "figure3": {"dataset": "FB15k-237", "model": "TransE", "dim": 4, "eval_every": 2},
+    }
+    planned = [config for config, _ in planned_runs(section)]
+    methods = [c.method for c in planned]
+    assert methods == sorted(methods, key=lambda m: m != "plain")  # teachers before their students
+    study = DistilEStudy(section, runs_dir, device="cpu")
+    study._datasets["Nations"] = nations
+    for paper_dataset in section["datasets"]:
+        study.link_prediction(paper_dataset)
+    study.ablation(), study.teacher_dimensions(), study.curves()
+    assert sorted(c.run_name() for c in planned) == sorted(study.records)
+    # teacher 8, no-DS 4, DS 4, -S1, -S2, teacher 16 and its DS 4, Figure 3's no-DS and DS at eval_every 2
+    assert len(planned) == 9
+    users = {config.run_name(): used for config, used in planned_runs(section)}
+    assert users[planned[0].run_name()] == ["Table 3", "Table 4", "Table 6", "Figure 2", "Figure 3"]  # dim-8 teacher
+    assert sum(used == ["Figure 2"] for used in users.values()) == 2  # the dim-16 teacher and its student
+    assert planned_runs({**section, "grid": {"alpha": [0.3, 0.7]}}) == []  # a grid decides by training

@@ -87,7 +87,7 @@ def test_unknown_match_is_named(script, tmp_path):
 
 def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys):
     # the smoke profile's Table-1 DistilE row has no grid, so its runs are known before training
-    args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "DistilE"]
+    args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "DistilE in Table 1"]
     assert script.main(args + ["--list"]) == 0
     listing = [line for line in capsys.readouterr().out.splitlines() if "distile-" in line]
     assert [line.split()[0] for line in listing] == ["missing"] * len(listing) and listing
@@ -100,3 +100,15 @@ def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys
     for name in names:
         record = json.loads((tmp_path / name / "record.json").read_text())
         assert record["status"] == "complete" and record["method"] == name.split("-")[1]
+    assert len(names) == 4  # per seed a teacher and a student (UMLS stands in for both datasets)
+
+
+def test_lists_notebook_06_runs_teachers_first(script, tmp_path, capsys):
+    from kgdistill.distile.experiments import planned_runs
+
+    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list", "--match", "DistilE notebook 06"]) == 0
+    names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "distile-" in line]
+    planned = [config.run_name() for config, _ in planned_runs(study.load_profile("smoke")["distile"])]
+    assert names == planned and len(names) == 90
+    kinds = [name.split("-")[1] for name in names]
+    assert kinds == sorted(kinds, key=lambda kind: kind != "plain") and "ds" in kinds  # teachers first

@@ -191,6 +191,48 @@ class DistilEStudy:
         return rows
 
 
+class _RunPlanner(DistilEStudy):
+    """Walks the experiments without training: ``_run`` notes each config (and the experiment
+    that asked for it) and answers with an empty record, so the experiments themselves stay the
+    one list of the runs they need."""
+
+    def __init__(self, section: dict):
+        super().__init__(section, runs_dir=".")
+        self.experiment = ""
+        self.planned: dict[str, tuple[DistilEConfig, list[str]]] = {}
+
+    def _run(self, config: DistilEConfig) -> dict:
+        if config.method == "ds":
+            self._run(config.teacher_config())
+        users = self.planned.setdefault(config.run_name(), (config, []))[1]
+        if self.experiment not in users:
+            users.append(self.experiment)
+        empty = {"all": dict.fromkeys(METRICS, float("nan"))}
+        return {"run_name": config.run_name(), "best_valid_mrr": 0.0, "history": [],
+                "selected_model": "student" if config.method == "ds" else "model",
+                "test": {"model": empty, "student": empty}}
+
+
+def planned_runs(section: dict) -> list[tuple[DistilEConfig, list[str]]]:
+    """Every run of notebook 06's experiments for a profile's ``distile:`` section, with the
+    experiments that use it (``"Table 3"``, ``"Table 4"``, ``"Table 6"``, ``"Figure 2"``,
+    ``"Figure 3"``), plain runs (teachers) first; [] when the section has a ``grid`` (which teacher a
+    student gets is then decided by training). ``scripts/train_runs.py`` trains them ahead of the
+    notebook, in several processes."""
+    if any((section.get("grid") or {}).values()):
+        return []
+    planner = _RunPlanner(section)
+    tables = {"WN18RR": "Table 3", "FB15k-237": "Table 4"}  # the DistilE paper's numbering
+    for paper_dataset in section["datasets"]:
+        planner.experiment = tables.get(paper_dataset, f"link prediction {paper_dataset}")
+        planner.link_prediction(paper_dataset)
+    for planner.experiment, walk in (("Table 6", planner.ablation), ("Figure 2", planner.teacher_dimensions),
+                                     ("Figure 3", planner.curves)):
+        walk()
+    runs = list(planner.planned.values())
+    return [r for r in runs if r[0].method == "plain"] + [r for r in runs if r[0].method != "plain"]
+
+
 def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, student_dims=None,
             teacher_dim: int | None = None) -> pd.DataFrame:
     """Measured rows beside the paper's: columns ``<m>`` and ``<m> paper`` per metric.
