@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             if st == "done":
                 record = json.loads((run_dir / RECORD).read_text())
                 mrr = record["test"][record["selected_model"]]["all"]["MRR"]
-                extra = f"test MRR {mrr:.4f}, {sum(h.get('seconds', 0) for h in record['history']) / 60:.0f} min"
+                # training + validation (records before valid_seconds existed: training only)
+                minutes = sum(h.get("seconds", 0) + h.get("valid_seconds", 0) for h in record["history"]) / 60
+                extra = f"test MRR {mrr:.4f}, {minutes:.0f} min"
             print(f"{st:9s} {e['dataset']:10s} {', '.join(sorted(e['rows'])):28s} {name}  {extra}")
         print(f"{len(rows)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         if not args.match and runs_dir.is_dir():

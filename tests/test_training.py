@@ -89,6 +89,7 @@ def test_record_has_the_required_fields(umls_run, umls):
     assert record["provenance"]["device"].startswith("cpu")
     assert [h["epoch"] for h in record["history"]] == list(range(1, 51))
     assert [h["epoch"] for h in record["history"] if "valid" in h] == [10, 20, 30, 40, 50]
+    assert all((h.get("valid_seconds", 0) > 0) == ("valid" in h) for h in record["history"])
     # the file on disk is the returned record
     out = runs / UMLS_CONFIG.run_name()
     assert read_json(out / "record.json") == json.loads(json.dumps(record))

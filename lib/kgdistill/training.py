@@ -320,10 +320,13 @@ def fit_recorded(
         bar.update(1)
         history.append(entry)
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            t0 = time.perf_counter()
             entry["valid"] = {
                 name: evaluation_report(s, dataset, "valid", config.tie_policy, config.eval_batch_size, device=device)["all"]
                 for name, s in learner.valid_scorers().items()
             }
+            # apart from "seconds" (training only): filtered validation can outlast the epoch itself
+            entry["valid_seconds"] = time.perf_counter() - t0
             mrr = entry["valid"][learner.selected]["MRR"]
             if mrr > best["mrr"]:
                 best = {"epoch": epoch, "mrr": mrr, "state": learner.model_state()}

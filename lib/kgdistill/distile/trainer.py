@@ -191,8 +191,9 @@ def run_distile(
     (for resumption tests); the returned dict then has ``status: 'interrupted'``.
 
     The record holds ``history`` (per epoch: seconds, stage, losses, learning rates, and on
-    evaluation epochs ``valid`` {model: metrics}), ``selected_epoch``, ``best_valid_mrr``, ``test``
-    {model: {"all": metrics, "per_relation": ...}} at the selected epoch, ``parameter_counts``,
+    evaluation epochs ``valid`` {model: metrics} and ``valid_seconds``), ``selected_epoch``,
+    ``best_valid_mrr``, ``test`` {model: {"all": metrics, "per_relation": ...}} at the selected
+    epoch, ``parameter_counts``,
     ``seconds_per_epoch``, ``provenance``; ds runs add ``teacher_run`` and ``stage_switch_epoch``.
     """
     config.validate()
