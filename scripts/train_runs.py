@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  done in {(time.time() - start) / 60:.1f} min: test MRR {mrr:.4f}", flush=True)
                     pending.remove((name, config))
                 else:
-                    print(f"  stopped after epoch {stop} ({(time.time() - start) / 60:.1f} min); it resumes next time")
+                    # runs stop at their first checkpoint (validation epoch) at or after ``stop``
+                    print(f"  stopped after epoch {record['epoch']} ({(time.time() - start) / 60:.1f} min); "
+                          "it resumes next time")
             finally:
                 (run_dir / LOCK).unlink(missing_ok=True)
             progressed = True

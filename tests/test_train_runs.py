@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from kgdistill import study
 
@@ -48,6 +50,10 @@ def smoke_run(row: str, seed: int) -> str:
     return next(s.run_name for s in study.all_specs(profile) if s.row == row and s.seed == seed)
 
 
+def smoke_config(run_name: str):
+    return next(s.config for s in study.all_specs(study.load_profile("smoke")) if s.run_name == run_name)
+
+
 def test_trains_the_matched_run_then_lists_it_done(script, tmp_path, capsys):
     name = smoke_run("DML", 0)
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]) == 0
@@ -73,8 +79,11 @@ def test_deadline_leaves_a_partial_run_that_resumes(script, tmp_path, capsys):
     assert "time is up" in capsys.readouterr().out and not (tmp_path / name).exists()
 
     assert script.main(args + ["--stop-after-minutes", "0.001"]) == 0  # one chunk, then time is up
-    assert "stopped after epoch" in capsys.readouterr().out
+    stopped = re.search(r"stopped after epoch (\d+) ", capsys.readouterr().out)
     assert script.state(tmp_path / name) == "partial"
+    # the epoch named is the checkpoint's: the first validation epoch at or after the one asked for
+    checkpoint = torch.load(tmp_path / name / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert stopped and int(stopped.group(1)) == checkpoint["epoch"] == smoke_config(name).eval_every
 
     assert script.main(args) == 0  # resumes from the checkpoint and finishes
     assert script.state(tmp_path / name) == "done"
