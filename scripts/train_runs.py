@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _epochs_within(run_dir: Path, config, deadline: float) -> int:
-    """The last epoch to train before ``deadline`` at the run's own pace (its slowest epoch so far);
-    one more epoch when there is no checkpoint or no timing yet."""
+    """The last epoch to train before ``deadline`` at the run's own pace (its slowest epoch so far,
+    validation included); one more epoch when there is no checkpoint or no timing yet."""
     import torch
 
     checkpoint = run_dir / "checkpoint.pt"
@@ -215,7 +215,7 @@ def _epochs_within(run_dir: Path, config, deadline: float) -> int:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     history = state.get("history", [])
     done = len(history)
-    per_epoch = max((h.get("seconds", 0) for h in history), default=0) or None
+    per_epoch = max((h.get("seconds", 0) + h.get("valid_seconds", 0) for h in history), default=0) or None
     if per_epoch is None:
         return done + 1
     more = int((deadline - time.time()) // per_epoch)

@@ -226,8 +226,9 @@ def planned_runs(section: dict) -> list[tuple[DistilEConfig, list[str]]]:
     for paper_dataset in section["datasets"]:
         planner.experiment = tables.get(paper_dataset, f"link prediction {paper_dataset}")
         planner.link_prediction(paper_dataset)
-    for planner.experiment, walk in (("Table 6", planner.ablation), ("Figure 2", planner.teacher_dimensions),
-                                     ("Figure 3", planner.curves)):
+    for experiment, walk in (("Table 6", planner.ablation), ("Figure 2", planner.teacher_dimensions),
+                             ("Figure 3", planner.curves)):
+        planner.experiment = experiment
         walk()
     runs = list(planner.planned.values())
     return [r for r in runs if r[0].method == "plain"] + [r for r in runs if r[0].method != "plain"]
@@ -374,9 +375,27 @@ def _table1_study_section(profile: dict, block: dict) -> dict:
             "config": dict(block.get("config") or {}), "grid": dict(block.get("grid") or {})}
 
 
+def _table1_seeds(profile: dict, block: dict, paper_dataset: str, data: KGDataset):
+    """Per seed of the profile: ``(seed, dims, fields)`` - the sizes beside the ``beside`` recipe
+    (:func:`dims_beside_metasd`) and the DistilE field overrides of teacher and student."""
+    from ..study import config_for
+
+    overrides = dict((block.get("per_dataset") or {}).get(paper_dataset) or {})
+    for seed in map(int, profile["seeds"]):
+        metasd = config_for(profile, paper_dataset, block["beside"], seed)
+        yield seed, dims_beside_metasd(metasd, data.n_entities, data.n_relations, block["model"]), {**overrides, "seed": seed}
+
+
+def _table1_distilled(runner: DistilEStudy, block: dict, paper_dataset: str, dims: dict, fields: dict):
+    """The row's student for one dataset and seed (and, through it, its teacher) from ``runner``."""
+    return runner.distilled(paper_dataset, block["model"], dims["student_dim"], teacher_dim=dims["teacher_dim"],
+                            teacher_extra=fields, **fields)
+
+
 def table1_planned_runs(profile: dict, load=load_dataset, key: str = TABLE1_SECTION) -> list[tuple[str, str, DistilEConfig]]:
     """The Table-1 row's DistilE runs known before any is trained, as ``(paper dataset, role, config)``
-    with role ``"teacher"`` or ``"student"``, teachers first; the configs :func:`table1_rows` trains.
+    with role ``"teacher"`` or ``"student"``, teachers first; the configs :func:`table1_rows` trains
+    (it walks the same steps with a :class:`_RunPlanner`, which trains nothing).
 
     Only a section without a ``grid`` has them: with a grid, the student's teacher is the best
     of teacher runs by validation MRR, known only once they are trained. Then this returns [] and
@@ -388,22 +407,14 @@ def table1_planned_runs(profile: dict, load=load_dataset, key: str = TABLE1_SECT
     section = _table1_study_section(profile, block)
     if any(section["grid"].values()):
         return []
-    from ..study import config_for
-
-    runner = DistilEStudy(section, runs_dir=".")
+    planner = _RunPlanner(section)
     teachers, students = [], []
     for ds in profile["tables"][block["table"]]["datasets"]:
         data = load(section["datasets"][ds])
-        extra = dict((block.get("per_dataset") or {}).get(ds) or {})
-        for seed in profile["seeds"]:
-            dims = dims_beside_metasd(config_for(profile, ds, block["beside"], int(seed)),
-                                      data.n_entities, data.n_relations, block["model"])
-            fields = {**extra, "seed": int(seed)}
-            [teacher] = runner._candidates(ds, block["model"], dims["teacher_dim"], "plain", **fields)
-            [student] = runner._candidates(ds, block["model"], dims["student_dim"], "ds",
-                                           teacher=teacher.to_dict(), **fields)
-            teachers.append((ds, "teacher", teacher))
-            students.append((ds, "student", student.ablation("DS")))
+        for _, dims, fields in _table1_seeds(profile, block, ds, data):
+            student, _ = _table1_distilled(planner, block, ds, dims, fields)
+            teachers.append((ds, "teacher", student.teacher_config()))
+            students.append((ds, "student", student))
     return teachers + students
 
 
@@ -415,7 +426,7 @@ def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     of ``teacher_dim`` is trained with that seed, then a two-stage DistilE student of
     ``student_dim`` (the ``grid``'s best on validation MRR, as in :class:`DistilEStudy`).
     """
-    from ..study import NamedRunSpec, config_for
+    from ..study import NamedRunSpec
 
     profile = study.profile
     block = table1_section(profile, key)
@@ -426,17 +437,12 @@ def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     for ds in datasets:
         data = study.dataset(section["datasets"][ds])
         runner._datasets[section["datasets"][ds]] = data
-        overrides = dict((block.get("per_dataset") or {}).get(ds) or {})
         dims, teacher_mrr = None, []
-        for seed in profile["seeds"]:
-            metasd = config_for(profile, ds, block["beside"], int(seed))
-            dims = dims_beside_metasd(metasd, data.n_entities, data.n_relations, block["model"])
-            extra = {**overrides, "seed": int(seed)}
-            config, _ = runner.distilled(ds, block["model"], dims["student_dim"], teacher_dim=dims["teacher_dim"],
-                                         teacher_extra=extra, **extra)
-            teacher = runner.records[DistilEConfig.from_dict(config.teacher).run_name()]
+        for seed, dims, fields in _table1_seeds(profile, block, ds, data):
+            config, _ = _table1_distilled(runner, block, ds, dims, fields)
+            teacher = runner.records[config.teacher_config().run_name()]
             teacher_mrr.append(teacher["test"][teacher["selected_model"]]["all"]["MRR"])
-            specs.append(NamedRunSpec(block["row"], ds, int(seed), config.run_name()))
+            specs.append(NamedRunSpec(block["row"], ds, seed, config.run_name()))
         sizes.append({
             "": ds, "trained on": section["datasets"][ds], "MetaSD source P": dims["metasd_source"],
             "teacher dim": dims["teacher_dim"], "teacher size": dims["teacher_size"],
