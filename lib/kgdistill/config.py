@@ -1,13 +1,13 @@
 """One run's configuration: the single source of truth for every hyperparameter default."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .datasets import ARCHIVES
 from .evaluation import TIE_POLICIES
 from .models import BACKBONES
-from .records import stable_hash
+from .configbase import ConfigBase, Rule, choice, non_negative, positive, positive_int, within
 from .regularizers import REGULARIZERS
 
 #: What each method switches on. ``student``: none / the pruned view of the source / a separate
@@ -34,7 +34,7 @@ DISTILL_FIELDS = (
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(ConfigBase):
     """Everything that determines a run's numbers (and hence its record's hash).
 
     Defaults follow the MetaSD paper and the DURA/RP recipes it builds on; the profiles in
@@ -96,82 +96,47 @@ class RunConfig:
     #: KD only: the RunConfig fields (as a dict) of the finished baseline run used as teacher.
     teacher: dict | None = field(default=None, compare=False)
 
-    def __post_init__(self) -> None:
-        self.validate()
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "dataset": lambda v: None if str(v).lower() in {k.lower() for k in ARCHIVES}
+        else f"unknown dataset {v!r}; choose one of {sorted(ARCHIVES)}",
+        "method": choice(METHODS),
+        "model": choice(BACKBONES),
+        "regularizer": choice(REGULARIZERS),
+        "tie_policy": choice(TIE_POLICIES),
+        "kl_mode": choice(KL_MODES),
+        "meta_order": choice(META_ORDERS),
+        "mask_schedule": choice(MASK_SCHEDULES),
+        **{name: positive_int() for name in ("rank", "batch_size", "max_epochs", "eval_every", "eval_batch_size")},
+        **{name: positive() for name in ("learning_rate", "init_scale", "temperature", "virtual_lr")},
+        **{name: non_negative() for name in ("reg_weight", "rp_weight", "meta_lr", "student_rank", "quiz_batch_size")},
+        "gamma": within(0.0, 1.0, high_open=True, what="(pruning rate) "),
+        "alpha": within(0.0, 1.0),
+        "beta": within(0.0, 1.0),
+        "quiz_fraction": within(0.0, 1.0, low_open=True, high_open=True),
+        **ConfigBase.FIELD_RULES,
+    }
+    PAPER: ClassVar[str] = "metasd"
 
-    # --- validation ------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field and how to fix it."""
-        known = {k.lower(): k for k in ARCHIVES}
-        if self.dataset.lower() not in known:
-            raise ValueError(f"config field 'dataset': unknown dataset {self.dataset!r}; choose one of {sorted(ARCHIVES)}")
-        if self.method not in METHODS:
-            raise ValueError(f"config field 'method': unknown method {self.method!r}; choose one of {sorted(METHODS)}")
-        if self.model not in BACKBONES:
-            raise ValueError(f"config field 'model': unknown model {self.model!r}; choose one of {sorted(BACKBONES)}")
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(
-                f"config field 'regularizer': unknown regularizer {self.regularizer!r}; choose one of {sorted(REGULARIZERS)}"
-            )
-        if self.tie_policy not in TIE_POLICIES:
-            raise ValueError(f"config field 'tie_policy': {self.tie_policy!r} is not one of {TIE_POLICIES}")
-        if self.kl_mode not in KL_MODES:
-            raise ValueError(f"config field 'kl_mode': {self.kl_mode!r} is not one of {KL_MODES}")
-        if self.meta_order not in META_ORDERS:
-            raise ValueError(f"config field 'meta_order': {self.meta_order!r} is not one of {META_ORDERS}")
-        if self.mask_schedule not in MASK_SCHEDULES:
-            raise ValueError(f"config field 'mask_schedule': {self.mask_schedule!r} is not one of {MASK_SCHEDULES}")
-        for name in ("rank", "batch_size", "max_epochs", "eval_every", "eval_batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"config field {name!r} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("learning_rate", "init_scale", "temperature", "virtual_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)!r}")
-        for name in ("reg_weight", "rp_weight", "meta_lr", "student_rank", "quiz_batch_size"):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.gamma) < 1.0:
-            raise ValueError(f"config field 'gamma' (pruning rate) must be in [0, 1), got {self.gamma!r}")
-        for name in ("alpha", "beta"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"config field {name!r} must be in [0, 1], got {getattr(self, name)!r}")
-        if not 0.0 < float(self.quiz_fraction) < 1.0:
-            raise ValueError(f"config field 'quiz_fraction' must be in (0, 1), got {self.quiz_fraction!r}")
+    def check(self) -> None:
         if self.method == "kd" and not self.teacher:
             raise ValueError("config field 'teacher': method 'kd' needs the config of a finished baseline run as teacher")
+        if self.method == "kd":
+            teacher = self.teacher_config()
+            if teacher.method != "baseline" or teacher.dataset.lower() != self.dataset.lower():
+                raise ValueError("config field 'teacher': the KD teacher must be a baseline run on the same dataset")
 
     # --- identity --------------------------------------------------------------------------
     @property
     def switches(self) -> dict[str, object]:
         return METHODS[self.method]
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def identity(self) -> dict:
-        """The fields that define the run: everything except settings its method ignores."""
-        data = self.to_dict()
+    def ignored_fields(self) -> tuple[str, ...]:
         if self.method == "baseline":
-            for name in DISTILL_FIELDS:
-                data.pop(name)
-        if self.method != "kd":
-            data.pop("teacher", None)
-        return data
+            return DISTILL_FIELDS
+        return () if self.method == "kd" else ("teacher",)
 
-    def config_hash(self) -> str:
-        return stable_hash(self.identity())
+    def teacher_config(self) -> "RunConfig | None":
+        return RunConfig.from_dict(self.teacher) if self.method == "kd" and self.teacher else None
 
     def run_name(self) -> str:
         return f"{self.method}-{self.dataset}-{self.model}-r{self.rank}-s{self.seed}-{self.config_hash()}"
-
-    def replace(self, **changes) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
-        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; valid fields are {sorted(names)}")
-        return cls(**data)

@@ -36,6 +36,33 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 
 
+class Plateau:
+    """The convergence rule: reached once validation MRR has not risen by at least ``min_delta``
+    above the last counted improvement for ``patience`` evaluations in a row (never when
+    ``patience`` is 0). Its state travels in checkpoints, so a resumed run stops where an
+    uninterrupted one does."""
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.reference, self.stale = -math.inf, 0
+
+    def update(self, mrr: float) -> None:
+        if mrr >= self.reference + self.min_delta and mrr > self.reference:
+            self.reference, self.stale = mrr, 0
+        else:
+            self.stale += 1
+
+    @property
+    def reached(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"reference": self.reference, "stale": self.stale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reference, self.stale = state.get("reference", -math.inf), state.get("stale", 0)
+
+
 class Losses(NamedTuple):
     """Per-batch terms of one model: ``fit`` (tail CE + RP·relation CE; RP only when the caller
     folds the tail CE into its own loss), ``penalty`` (regularizer), ``scores`` (B, N) tail
@@ -294,6 +321,7 @@ def fit_recorded(
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
     best = {"epoch": 0, "mrr": -1.0, "state": None}
+    plateau = Plateau(config.patience, config.min_delta)
     first_epoch = 1
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists() and not force:
@@ -302,12 +330,15 @@ def fit_recorded(
         generator.set_state(checkpoint["generator"])
         torch.set_rng_state(checkpoint["torch_rng"])
         history, best = checkpoint["history"], checkpoint["best"]
+        plateau.load_state_dict(checkpoint.get("plateau", {}))
         first_epoch = checkpoint["epoch"] + 1
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
 
     bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
     for epoch in range(first_epoch, config.max_epochs + 1):
+        if plateau.reached:  # resumed from the checkpoint that reached it
+            break
         t0 = time.perf_counter()
         fields = learner.train_epoch(epoch, generator)
         entry = {"epoch": epoch, "seconds": time.perf_counter() - t0, **fields}
@@ -330,6 +361,7 @@ def fit_recorded(
             mrr = entry["valid"][learner.selected]["MRR"]
             if mrr > best["mrr"]:
                 best = {"epoch": epoch, "mrr": mrr, "state": learner.model_state()}
+            plateau.update(mrr)
             bar.set_postfix(valid_mrr=f"{mrr:.3f}")
             atomic_torch_save(
                 {
@@ -339,9 +371,12 @@ def fit_recorded(
                     "torch_rng": torch.get_rng_state(),
                     "history": history,
                     "best": best,
+                    "plateau": plateau.state_dict(),
                 },
                 checkpoint_path,
             )
+            if plateau.reached:
+                break
             if stop_after_epoch is not None and stop_after_epoch <= epoch < config.max_epochs:
                 bar.close()
                 return {"status": "interrupted", "epoch": epoch}
@@ -368,6 +403,10 @@ def fit_recorded(
         "history": history,
         "test": test,
         "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
+        # budget-hit runs are not converged: tables mark them (patience 0 never converges)
+        "converged": plateau.reached,
+        "stopped_epoch": history[-1]["epoch"] if history else 0,
+        "stop_reason": "plateau" if plateau.reached else "budget",
         "provenance": provenance(device),
         **learner.record_fields(history),
         **(extra_record or {}),

@@ -1,12 +1,12 @@
 """DistilE run configuration: frozen, validated, hashed — the single source of DistilE defaults."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..datasets import ARCHIVES
 from ..evaluation import TIE_POLICIES
-from ..records import stable_hash
+from ..configbase import ConfigBase, Rule, choice, non_negative, optional, positive, positive_int, within
 from .kge import FAMILIES
 from .losses import WEIGHTINGS
 
@@ -24,7 +24,7 @@ ABLATIONS = ("DS", "-S1", "-S2")
 
 
 @dataclass(frozen=True)
-class DistilEConfig:
+class DistilEConfig(ConfigBase):
     """Everything that determines a DistilE run's numbers. ``None`` fields take the paper's per-backbone default."""
 
     dataset: str = "WN18RR"
@@ -70,36 +70,27 @@ class DistilEConfig:
         if self.stage1_epochs is None:
             object.__setattr__(self, "stage1_epochs", self.max_epochs // 2)
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field and how to fix it."""
-        if self.dataset.lower() not in {k.lower() for k in ARCHIVES}:
-            raise ValueError(f"config field 'dataset': unknown dataset {self.dataset!r}; choose one of {sorted(ARCHIVES)}")
-        if self.model not in FAMILIES:
-            raise ValueError(f"config field 'model': unknown model {self.model!r}; choose one of {sorted(FAMILIES)}")
-        if self.method not in METHODS:
-            raise ValueError(f"config field 'method': unknown method {self.method!r}; choose one of {METHODS}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"config field 'weighting': {self.weighting!r} is not one of {WEIGHTINGS}")
-        if self.tie_policy not in TIE_POLICIES:
-            raise ValueError(f"config field 'tie_policy': {self.tie_policy!r} is not one of {TIE_POLICIES}")
-        for name in ("dim", "batch_size", "max_epochs", "eval_every", "eval_batch_size", "lr_patience"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"config field {name!r} must be a positive integer, got {getattr(self, name)!r}")
-        if self.negatives is not None and int(self.negatives) <= 0:
-            raise ValueError(f"config field 'negatives' must be a positive integer, got {self.negatives!r}")
-        for name in ("learning_rate",):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)!r}")
-        for name in ("epsilon", "soft_c"):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
-        if self.margin is not None and float(self.margin) < 0:
-            raise ValueError(f"config field 'margin' must be >= 0, got {self.margin!r}")
-        if not 0.0 < float(self.lr_decay) <= 1.0:
-            raise ValueError(f"config field 'lr_decay' must be in (0, 1], got {self.lr_decay!r}")
-        for name in ("alpha", "beta"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"config field {name!r} must be in [0, 1], got {getattr(self, name)!r}")
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "dataset": lambda v: None if str(v).lower() in {k.lower() for k in ARCHIVES}
+        else f"unknown dataset {v!r}; choose one of {sorted(ARCHIVES)}",
+        "model": choice(FAMILIES),
+        "method": choice(METHODS),
+        "weighting": choice(WEIGHTINGS),
+        "tie_policy": choice(TIE_POLICIES),
+        **{name: positive_int() for name in ("dim", "batch_size", "max_epochs", "eval_every", "eval_batch_size", "lr_patience")},
+        "negatives": optional(positive_int()),
+        "learning_rate": positive(),
+        "epsilon": non_negative(),
+        "soft_c": non_negative(),
+        "margin": optional(non_negative()),
+        "lr_decay": within(0.0, 1.0, low_open=True),
+        "alpha": within(0.0, 1.0),
+        "beta": within(0.0, 1.0),
+        **ConfigBase.FIELD_RULES,
+    }
+    PAPER: ClassVar[str] = "distile"
+
+    def check(self) -> None:
         if self.stage1_epochs is not None and not 0 <= int(self.stage1_epochs) <= int(self.max_epochs):
             raise ValueError(
                 f"config field 'stage1_epochs' must be in [0, max_epochs={self.max_epochs}], got {self.stage1_epochs!r}"
@@ -107,7 +98,7 @@ class DistilEConfig:
         if self.method == "ds":
             if not self.teacher:
                 raise ValueError("config field 'teacher': method 'ds' needs the config (dict) of a 'plain' run as teacher")
-            teacher = self.teacher_config()
+            teacher = DistilEConfig.from_dict(self.teacher)
             if teacher.method != "plain":
                 raise ValueError("config field 'teacher': the teacher must be a 'plain' run")
             if teacher.dataset.lower() != self.dataset.lower() or teacher.model != self.model:
@@ -121,10 +112,9 @@ class DistilEConfig:
     def family(self) -> str:
         return FAMILIES[self.model]
 
-    def teacher_config(self) -> "DistilEConfig":
-        if not self.teacher:
-            raise ValueError("config field 'teacher' is empty: only method 'ds' has a teacher")
-        return DistilEConfig.from_dict(self.teacher)
+    def teacher_config(self) -> "DistilEConfig | None":
+        """The ``plain`` run a ``ds`` run distils from; None for plain runs."""
+        return DistilEConfig.from_dict(self.teacher) if self.method == "ds" and self.teacher else None
 
     def stage(self, epoch: int) -> int:
         """Distillation stage (1 or 2) of a 1-based epoch; 0 for plain runs."""
@@ -132,26 +122,17 @@ class DistilEConfig:
             return 0
         return 1 if epoch <= self.stage1_epochs else 2
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def ignored_fields(self) -> tuple[str, ...]:
+        return () if self.method == "ds" else DS_FIELDS
 
     def identity(self) -> dict:
-        data = self.to_dict()
-        if self.method != "ds":
-            for name in DS_FIELDS:
-                data.pop(name)
-        else:
+        data = super().identity()
+        if self.method == "ds":
             data["teacher"] = self.teacher_config().identity()
         return data
 
-    def config_hash(self) -> str:
-        return stable_hash(self.identity())
-
     def run_name(self) -> str:
         return f"distile-{self.method}-{self.dataset}-{self.model}-d{self.dim}-s{self.seed}-{self.config_hash()}"
-
-    def replace(self, **changes) -> "DistilEConfig":
-        return dataclasses.replace(self, **changes)
 
     def ablation(self, name: str) -> "DistilEConfig":
         """Table 6 variants of a DS config: 'DS' (unchanged), '-S1' (stage 2 only), '-S2' (stage 1 only)."""
@@ -164,12 +145,3 @@ class DistilEConfig:
         if name == "-S2":
             return self.replace(stage1_epochs=self.max_epochs)
         raise ValueError(f"unknown ablation {name!r}; choose one of {ABLATIONS}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DistilEConfig":
-        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown DistilE config field(s) {unknown}; valid fields are {sorted(names)}")
-        return cls(**data)

@@ -1,0 +1,161 @@
+"""The protocol every run configuration follows, whichever paper family it belongs to.
+
+A config is a frozen dataclass whose fields determine a run's numbers. :class:`ConfigBase` gives
+both families (:class:`kgdistill.config.RunConfig`, :class:`kgdistill.distile.config.DistilEConfig`)
+the same behaviour:
+
+* validation from a table of field rules (:attr:`ConfigBase.FIELD_RULES`, checked in order, each
+  error naming the field and the fix) plus the family's cross-field checks (:meth:`check`);
+* serialisation (``to_dict`` / ``from_dict``; an unknown key is an error naming the closest
+  valid field);
+* identity: ``identity()`` is ``to_dict()`` less the fields the run ignores
+  (:meth:`ignored_fields`) and less the *late fields* (:data:`LATE_FIELDS`) while they hold their
+  default, so a field added after records existed leaves those records' hashes unchanged;
+* the convergence rule shared by every trainer (``patience``, ``min_delta``; see
+  :func:`kgdistill.loop.fit`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable
+
+from .records import stable_hash
+
+#: A field rule: ``rule(value) -> None`` when fine, else the complaint (``"must be > 0"``).
+Rule = Callable[[Any], "str | None"]
+
+
+def choice(values: Iterable[str]) -> Rule:
+    """The value must be one of ``values``."""
+    options = tuple(values)
+    return lambda v: None if v in options else f"{v!r} is not one of {sorted(options)}; choose one of them"
+
+
+def positive_int() -> Rule:
+    return lambda v: None if int(v) > 0 else f"must be a positive integer, got {v!r}"
+
+
+def positive() -> Rule:
+    return lambda v: None if float(v) > 0 else f"must be > 0, got {v!r}"
+
+
+def non_negative() -> Rule:
+    return lambda v: None if float(v) >= 0 else f"must be >= 0, got {v!r}"
+
+
+def within(low: float, high: float, low_open: bool = False, high_open: bool = False, what: str = "") -> Rule:
+    """``low <= v <= high`` (``low_open``/``high_open`` make a side strict)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+
+    def rule(v):
+        x = float(v)
+        ok = (x > low if low_open else x >= low) and (x < high if high_open else x <= high)
+        return None if ok else f"{what}must be in {left}{low:g}, {high:g}{right}, got {v!r}"
+
+    return rule
+
+
+def optional(rule: Rule) -> Rule:
+    """``None`` passes (the family fills a default); anything else must pass ``rule``."""
+    return lambda v: None if v is None else rule(v)
+
+
+def closest_name(name: str, valid: Iterable[str]) -> str | None:
+    """The valid name most like ``name`` (for "did you mean" messages), or None."""
+    matches = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_keys_message(unknown: Iterable[str], valid: Iterable[str], what: str = "config field") -> str:
+    """``unknown config field(s) ['rnak'] (did you mean 'rank'?); valid fields are [...]``."""
+    unknown, valid = sorted(unknown), sorted(valid)
+    hints = [f"{u!r} -> {closest_name(u, valid)!r}" for u in unknown if closest_name(u, valid)]
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    return f"unknown {what}(s) {unknown}{hint}; valid names are {valid}"
+
+
+#: Fields added after records existed: left out of the identity while at their default.
+LATE_FIELDS: dict[str, Any] = {"patience": 0, "min_delta": 0.0}
+
+
+def _without_late_defaults(data: dict) -> dict:
+    """``data`` less the late fields at their default, also inside a nested ``teacher`` config."""
+    out = {k: v for k, v in data.items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
+    if isinstance(out.get("teacher"), dict):
+        out["teacher"] = _without_late_defaults(out["teacher"])
+    return out
+
+
+@dataclass(frozen=True)
+class ConfigBase:
+    """Base of every run configuration (see the module docstring)."""
+
+    #: Stop when validation MRR has not improved by at least ``min_delta`` for ``patience``
+    #: evaluations in a row; 0 trains the whole ``max_epochs`` budget. Records state whether
+    #: the plateau was reached (``converged``) and the stopping epoch.
+    patience: int = 0
+    #: smallest validation-MRR gain (absolute) that counts as an improvement for ``patience``
+    min_delta: float = 0.0
+
+    #: ``{field: rule}`` checked in order by :meth:`validate`; subclasses extend it
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {"patience": non_negative(), "min_delta": non_negative()}
+    #: which paper family the config belongs to ("metasd" or "distile"), stored in records
+    PAPER: ClassVar[str] = "base"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --- validation ------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field and how to fix it."""
+        for name, rule in self.FIELD_RULES.items():
+            problem = rule(getattr(self, name))
+            if problem:
+                raise ValueError(f"config field {name!r}: {problem}")
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks of the family (e.g. a KD run needs a teacher)."""
+
+    # --- serialisation and identity ----------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def ignored_fields(self) -> tuple[str, ...]:
+        """Fields this run's method ignores (left out of its identity)."""
+        return ()
+
+    def identity(self) -> dict:
+        """The fields that define the run: everything but ignored fields and late fields at their default."""
+        data = self.to_dict()
+        for name in self.ignored_fields():
+            data.pop(name, None)
+        return _without_late_defaults(data)
+
+    def config_hash(self) -> str:
+        return stable_hash(self.identity())
+
+    def run_name(self) -> str:
+        raise NotImplementedError
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def teacher_config(self) -> "ConfigBase | None":
+        """The config of the finished run this one learns from (KD, DistilE ``ds``), else None."""
+        return None
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Build from a mapping, rejecting unknown keys with the closest valid name."""
+        names = cls.field_names()
+        unknown = set(data) - set(names)
+        if unknown:
+            raise ValueError(unknown_keys_message(unknown, names, what=f"{cls.__name__} field"))
+        return cls(**data)
