@@ -313,8 +313,9 @@ class _Server:
 
 @pytest.fixture
 def download_env(tmp_path, monkeypatch):
-    """No data dir, cache in tmp; yields the cache folder."""
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    """No data dir (KGC_DATA_DIR set but empty: download even where ../shared/data exists),
+    cache in tmp; yields the cache folder."""
+    monkeypatch.setenv(DATA_DIR_ENV, "")
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_DIR_ENV, str(cache))
     return cache
@@ -388,3 +389,16 @@ def test_expand_runs_flattens_csr_runs_including_empty_ones():
     rows, position = expand_runs(start, count)
     assert rows.tolist() == [0, 0, 2, 2, 2, 3]
     assert position.tolist() == [5, 6, 2, 3, 4, 9]
+
+
+def test_data_folder_default_is_owned_by_the_library(monkeypatch, tmp_path, data_dir):
+    """No KGC_DATA_DIR: ../shared/data next to the repository (a plain papermill run needs no make)."""
+    from kgdistill import environment
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert environment.default_data_dir() == environment.shared_data_dir() == data_dir.resolve()
+    assert fetch_archive("UMLS") == data_dir.resolve() / "umls.tar.gz"
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert environment.default_data_dir() == tmp_path.resolve()
+    monkeypatch.setenv(DATA_DIR_ENV, "")
+    assert environment.default_data_dir() is None

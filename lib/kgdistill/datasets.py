@@ -24,7 +24,7 @@ ARCHIVES: dict[str, tuple[str, str]] = {
     "UMLS": ("umls.tar.gz", "26223aa91f0ec8db2324e0f489b9a4425e04d1d0df72ce5cfd62af4b91aee6fd"),
 }
 ORIGIN_URL = "https://github.com/TimDettmers/ConvE/raw/master/{file}"
-DATA_DIR_ENV = "KGC_DATA_DIR"
+from .environment import DATA_DIR_ENV  # noqa: E402  (re-exported)
 CACHE_DIR_ENV = "KGC_CACHE_DIR"
 SPLITS = ("train", "valid", "test")
 
@@ -54,14 +54,18 @@ def _sha256(path: Path) -> str:
 def fetch_archive(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Return the path of a verified ``<name>.tar.gz``.
 
-    With ``data_dir`` (or the ``KGC_DATA_DIR`` environment variable) the archive is taken from
-    that folder and no network is used; otherwise pooch downloads it from the ConvE release into
+    With ``data_dir`` (default :func:`kgdistill.environment.default_data_dir`: ``KGC_DATA_DIR``,
+    else ``../shared/data`` next to the repository) the archive is taken from that folder and no
+    network is used; otherwise pooch downloads it from the ConvE release into
     the cache (``KGC_CACHE_DIR`` or pooch's default), verifying its SHA-256. A file whose checksum
     does not match is deleted and an error is raised.
     """
     name = canonical_name(name)
     file, sha = ARCHIVES[name]
-    data_dir = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    if data_dir is None:
+        from .environment import default_data_dir
+
+        data_dir = default_data_dir()
     url = ORIGIN_URL.format(file=file)
     if data_dir:
         path = Path(data_dir) / file

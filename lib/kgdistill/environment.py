@@ -1,0 +1,82 @@
+"""Where things are and the process settings a profile asks for. Imports no torch.
+
+* :func:`repo_root`: the repository holding ``params/`` (notebooks run in ``notebooks/``);
+* :func:`default_data_dir`: the one owner of the data-folder default — ``$KGC_DATA_DIR`` when
+  set (empty: download), else ``../shared/data`` next to the repository when it exists, else
+  ``None`` (the archives are downloaded and checked against their SHA-256);
+* :func:`profile_env` / :func:`apply_profile_env`: a profile's ``env`` mapping (CPU-kernel pins
+  that must be in the environment before torch is imported).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "KGC_DATA_DIR"
+ROOT_ENV = "KGDISTILL_ROOT"
+
+
+def repo_root() -> Path:
+    """The repository holding ``params/``: ``$KGDISTILL_ROOT``, else the first parent of the
+    working directory or of this package that has ``params/`` and ``pyproject.toml``."""
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).resolve()
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "params").is_dir() and (folder / "pyproject.toml").is_file():
+                return folder
+    raise FileNotFoundError(
+        "cannot find the repository root (a folder with params/ and pyproject.toml) above "
+        f"{Path.cwd()}; run from inside the repository or set {ROOT_ENV}"
+    )
+
+
+def shared_data_dir() -> Path | None:
+    """``<repository>/../shared/data`` when it exists, else None."""
+    try:
+        shared = repo_root().parent / "shared" / "data"
+    except FileNotFoundError:
+        return None
+    return shared.resolve() if shared.is_dir() else None
+
+
+def default_data_dir() -> Path | None:
+    """Where the benchmark archives are read from when a caller passes no folder:
+    ``$KGC_DATA_DIR`` (made absolute) when set, else :func:`shared_data_dir`, else None
+    (download). ``KGC_DATA_DIR=`` (set, empty) asks for the download explicitly."""
+    if DATA_DIR_ENV in os.environ:  # set but empty: download, even when ../shared/data exists
+        env = os.environ[DATA_DIR_ENV]
+        return Path(env).resolve() if env else None
+    return shared_data_dir()
+
+
+def export_data_dir() -> None:
+    """Set ``KGC_DATA_DIR`` to :func:`default_data_dir` (absolute) for child processes, e.g.
+    notebook kernels that run in ``notebooks/``; left unset when the default is to download."""
+    folder = default_data_dir()
+    if folder is not None:
+        os.environ[DATA_DIR_ENV] = str(folder)
+
+
+def profile_env(profile: dict | str | os.PathLike) -> dict[str, str]:
+    """The ``env`` mapping of a loaded profile or of a profile file/name, as strings."""
+    if not isinstance(profile, dict):
+        import yaml
+
+        path = Path(profile)
+        if path.suffix not in (".yaml", ".yml"):
+            path = repo_root() / "params" / f"{profile}.yaml"
+        profile = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return {str(k): str(v) for k, v in (profile.get("env") or {}).items()}
+
+
+def apply_profile_env(profile: dict | str | os.PathLike, override: bool = False) -> dict[str, str]:
+    """Export the profile's ``env`` (values the caller already set win unless ``override``);
+    returns what was newly set. Takes effect on torch only before torch is imported."""
+    added = {}
+    for key, value in profile_env(profile).items():
+        if override or key not in os.environ:
+            os.environ[key] = value
+            added[key] = value
+    return added
