@@ -9,7 +9,8 @@ import pytest
 from kgdistill.config import RunConfig
 from kgdistill.distile.config import DistilEConfig
 from kgdistill.records import read_json
-from kgdistill.training import Plateau, run
+from kgdistill.loop import Plateau
+from kgdistill.runner import config_from_record, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +88,7 @@ def test_every_committed_record_is_found_by_its_unchanged_hash(profile):
     assert folders, "no committed records"
     for path in folders:
         record = read_json(path)
-        cls = DistilEConfig if record["run_name"].startswith("distile-") else RunConfig
-        config = cls.from_dict(record["config"])
+        config = config_from_record(record)
+        assert isinstance(config, DistilEConfig if record["run_name"].startswith("distile-") else RunConfig)
         assert config.run_name() == record["run_name"] == path.parent.name
         assert math.isfinite(record["test"][record["selected_model"]]["all"]["MRR"])

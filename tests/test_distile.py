@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from kgdistill.distile import (
-    DistilEConfig, build_kge, corrupt, hard_loss, inference_table, run_distile, soft_loss,
+    DistilEConfig, build_kge, corrupt, hard_loss, inference_table, soft_loss,
 )
-from kgdistill.distile.trainer import BEST, _Trainer, run_dir_for
+from kgdistill.distile.trainer import DistilETrainer as _Trainer
+from kgdistill.runner import BEST, run_dir_for
+from kgdistill.runner import run as run_distile
 from kgdistill.evaluation import evaluate
 
 MODELS = ("TransE", "TransH", "ComplEx", "RotatE")
@@ -145,16 +147,18 @@ def _cfgs(dataset="Kinship", model="TransE", stage1_epochs=2, **kw):
 def test_stage1_freezes_teacher_and_stage2_trains_it(kinship, model):
     teacher_cfg, cfg = _cfgs(model=model)
     torch.manual_seed(1)
-    teacher = build_kge(model, kinship.n_entities, kinship.n_relations, 16, margin=cfg.margin)
-    trainer = _Trainer(cfg, kinship, torch.device("cpu"), teacher)
+    trained = build_kge(model, kinship.n_entities, kinship.n_relations, 16, margin=cfg.margin)
+    trainer = _Trainer(cfg, kinship, torch.device("cpu"), trained.state_dict())
+    teacher = trainer.modules["teacher"]
+    assert all(torch.equal(trained.state_dict()[k], v) for k, v in teacher.state_dict().items())
     pos = kinship.train[:256]
     neg = corrupt(pos, cfg.negatives, kinship.n_entities, torch.Generator().manual_seed(0))
     before_t = {k: v.clone() for k, v in teacher.state_dict().items()}
-    before_s = {k: v.clone() for k, v in trainer.models["student"].state_dict().items()}
+    before_s = {k: v.clone() for k, v in trainer.modules["student"].state_dict().items()}
     teacher.requires_grad_(False)
     trainer.step(pos, neg, stage=1)
     assert all(torch.equal(before_t[k], v) for k, v in teacher.state_dict().items())
-    assert not all(torch.equal(before_s[k], v) for k, v in trainer.models["student"].state_dict().items())
+    assert not all(torch.equal(before_s[k], v) for k, v in trainer.modules["student"].state_dict().items())
     teacher.requires_grad_(True)
     losses = trainer.step(pos, neg, stage=2)
     assert {"teacher", "teacher_soft", "teacher_hard"} <= set(losses)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from kgdistill import RunConfig, load_dataset, run
 from kgdistill.distillation import DistillationLearner, distillation_kl
+from kgdistill.models import build_model
 from kgdistill.evaluation import filtered_ranks
 from kgdistill.regularizers import regularize
 from kgdistill.sparse import SparseScorer, export_sparse, load_sparse
@@ -25,7 +26,7 @@ def nations():
 def learner_for(dataset, method, **overrides):
     config = RunConfig(method=method, **(TINY | overrides))
     torch.manual_seed(0)
-    return DistillationLearner(config, dataset, torch.device("cpu"), runs_dir=None)
+    return DistillationLearner(config, dataset, torch.device("cpu"))
 
 
 def teacher_params(learner):
@@ -131,7 +132,9 @@ def test_kd_teacher_is_frozen(nations, tmp_path):
     teacher_config = RunConfig(**TINY)
     kd = RunConfig(method="kd", teacher=teacher_config.to_dict(), **TINY)
     torch.manual_seed(0)
-    learner = DistillationLearner(kd, nations, torch.device("cpu"), runs_dir=tmp_path)
+    trained = build_model(teacher_config.model, nations.n_entities, nations.n_relations, teacher_config.rank)
+    learner = DistillationLearner(kd, nations, torch.device("cpu"), teacher_state=trained.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(teacher_params(learner), trained.parameters()))
     before = teacher_params(learner)
     student_before = [p.detach().clone() for p in learner.student.parameters()]
     for start in range(0, 256, 64):

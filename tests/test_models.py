@@ -155,10 +155,10 @@ def test_init_scale_sets_the_spread():
 @pytest.mark.parametrize("name", ["CP", "ComplEx", "RESCAL"])
 @pytest.mark.parametrize("n_ent,n_rel", [(50, 7), (14541, 237), (40943, 11)])
 def test_rank_for_budget_is_the_largest_fitting_rank(name, n_ent, n_rel):
-    def dense(rank: int) -> int:
-        model = BACKBONES[name].__new__(BACKBONES[name])
-        model.rank = rank
-        return n_ent * model.entity_width() + 2 * n_rel * model.relation_width()
+    def dense(rank: int) -> int:  # the built model's own count, not the class formula
+        with torch.device("meta"):
+            model = build_model(name, n_ent, n_rel, rank)
+        return model.entity.numel() + model.relation.numel()
 
     budgets = [dense(1), dense(1) + 1]
     for rank in (2, 3, 5, 17, 64, 100, 317, 1000):
@@ -177,3 +177,30 @@ def test_rank_for_budget_dense_count_matches_built_model():
         rank = rank_for_budget(name, 30, 4, 5000)
         assert build_model(name, 30, 4, rank).parameter_counts()["dense"] <= 5000
         assert build_model(name, 30, 4, rank + 1).parameter_counts()["dense"] > 5000
+
+
+def test_rank_for_budget_rejects_an_unknown_backbone():
+    with pytest.raises(ValueError, match="unknown model 'TransE'.*ComplEx"):
+        rank_for_budget("TransE", 10, 2, 1000)
+
+
+def test_a_new_backbone_needs_only_its_class(monkeypatch):
+    """Budgets come from the class's own widths: a backbone defined in one place just works."""
+
+    class Diagonal(CP):  # DistMult-like: one table width per rank
+        name = "Diagonal"
+
+        @staticmethod
+        def entity_width(rank: int) -> int:
+            return rank
+
+        def _candidates(self, entity):
+            return entity
+
+        def _query(self, h, r):
+            return h * r
+
+    monkeypatch.setitem(BACKBONES, "Diagonal", Diagonal)
+    assert Diagonal.dense_size(30, 4, 7) == 30 * 7 + 8 * 7
+    assert rank_for_budget("Diagonal", 30, 4, 30 * 7 + 8 * 7) == 7
+    assert build_model("Diagonal", 30, 4, 7).parameter_counts()["dense"] == Diagonal.dense_size(30, 4, 7)

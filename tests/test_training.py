@@ -11,13 +11,16 @@ import torch
 import torch.nn.functional as F
 
 import kgdistill.records as records
+import kgdistill.loop as loop
+import kgdistill.runner as runner
 import kgdistill.training as training
 from kgdistill.config import RunConfig
 from kgdistill.evaluation import evaluate
 from kgdistill.models import build_model
 from kgdistill.records import atomic_torch_save, read_json
 from kgdistill.regularizers import regularize
-from kgdistill.training import fit_loss, run
+from kgdistill.runner import run
+from kgdistill.training import fit_loss
 
 # measured: test MRR 0.92 in ~3 s on a 2-core CPU
 UMLS_CONFIG = RunConfig(
@@ -129,8 +132,8 @@ def test_existing_record_is_reused_without_training(umls_run, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(training, "make_learner", no_training)
-    monkeypatch.setattr(training, "load_dataset", no_training)
+    monkeypatch.setattr(runner, "make_trainer", no_training)
+    monkeypatch.setattr(runner, "load_dataset", no_training)
     start = time.perf_counter()
     again = run(UMLS_CONFIG, runs_dir=runs, device="cpu")
     assert time.perf_counter() - start < 5
@@ -214,13 +217,13 @@ def test_run_killed_mid_epoch_resumes_from_last_checkpoint(tmp_path, kinship, mo
 
 def test_test_split_is_evaluated_once_after_all_validation(runs_dir, nations, monkeypatch):
     calls: list[str] = []
-    original = training.evaluation_report
+    original = loop.evaluation_report
 
     def spy(scorer, dataset, split, *args, **kwargs):
         calls.append(split)
         return original(scorer, dataset, split, *args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluation_report", spy)
+    monkeypatch.setattr(loop, "evaluation_report", spy)
     config = RunConfig(dataset="Nations", rank=8, batch_size=256, max_epochs=5, eval_every=2, init_scale=0.1)
     record = run(config, runs_dir=runs_dir, device="cpu", dataset=nations)
     assert calls == ["valid", "valid", "valid", "test"]  # epochs 2, 4, 5 (the last), then test once
@@ -295,8 +298,8 @@ def test_run_validates_before_loading_or_training(runs_dir, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("must not load data or build a learner for a bad config")
 
-    monkeypatch.setattr(training, "load_dataset", forbidden)
-    monkeypatch.setattr(training, "make_learner", forbidden)
+    monkeypatch.setattr(runner, "load_dataset", forbidden)
+    monkeypatch.setattr(runner, "make_trainer", forbidden)
     with pytest.raises(ValueError, match="'rank'"):
         run(config, runs_dir=runs_dir, device="cpu")
     assert list(runs_dir.iterdir()) == []

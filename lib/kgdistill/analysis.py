@@ -17,7 +17,8 @@ from .datasets import KGDataset
 from .evaluation import evaluate
 from .models import ComplEx, KBCModel, build_model
 from .pruning import magnitude_mask
-from .training import BEST, load_module_state, run_dir_for
+from .models import load_module_state
+from .runner import BEST, run_dir_for
 
 
 def coordinate_mass_share(model: KBCModel, fraction: float = 0.1) -> float:

@@ -24,8 +24,6 @@ its own Adagrad at learning rate μ. The quiz set Q is a fixed random ``quiz_fra
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, jvp
@@ -33,9 +31,9 @@ from torch.func import functional_call, jvp
 from .config import RunConfig
 from .datasets import KGDataset
 from .evaluation import Scorer
-from .models import KBCModel, build_model, rank_for_budget
+from .models import KBCModel, build_model, load_module_state, rank_for_budget
 from .pruning import kept_count, magnitude_mask, mask_density
-from .training import Learner, Losses, load_module_state, supervised_loss
+from .training import Learner, Losses, supervised_loss
 
 
 def tempered_log_probs(scores: torch.Tensor, temperature: float, log_probs: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,14 +110,22 @@ class DistillationLearner(Learner):
 
     selected = "student"
 
-    def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device, runs_dir: Path):
+    def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device, teacher_state: dict | None = None):
+        """``teacher_state``: for a frozen teacher (KD), the trained weights of the finished
+        baseline run ``config.teacher`` — loaded by the runner (:func:`kgdistill.runner.load_best`)."""
         super().__init__(config, dataset, device)
         switches = config.switches
         self.pruned = switches["student"] == "pruned"
         self.teacher_mode = switches["teacher"]
         self.meta = bool(switches["meta"])
         if self.teacher_mode == "frozen":
-            teacher = self._load_frozen_teacher(config, dataset, device, runs_dir)
+            if teacher_state is None:
+                raise ValueError("config field 'teacher': a frozen-teacher method needs the teacher's trained weights; "
+                                 "train it through kgdistill.runner.run, which loads them")
+            spec = config.teacher_config()
+            # built after the run's seed, as the student's draws have always followed its initialisation
+            teacher = build_model(spec.model, dataset.n_entities, dataset.n_relations, spec.rank, spec.init_scale)
+            load_module_state(teacher, teacher_state)
         else:
             teacher = build_model(config.model, dataset.n_entities, dataset.n_relations, config.rank, config.init_scale)
         self.modules["teacher"] = teacher.to(device)
@@ -152,22 +158,6 @@ class DistillationLearner(Learner):
         """Rank of a separate student whose dense size is at most the pruned student's."""
         budget = kept_count(teacher.parameter_counts()["dense"], config.gamma)
         return rank_for_budget(config.model, dataset.n_entities, dataset.n_relations, budget)
-
-    @staticmethod
-    def _load_frozen_teacher(config: RunConfig, dataset: KGDataset, device: torch.device, runs_dir: Path) -> KBCModel:
-        from .training import run, run_dir_for
-
-        teacher_config = RunConfig.from_dict(config.teacher)
-        if teacher_config.method != "baseline" or teacher_config.dataset.lower() != config.dataset.lower():
-            raise ValueError("config field 'teacher': the KD teacher must be a baseline run on the same dataset")
-        weights = run_dir_for(teacher_config, runs_dir) / "best.pt"
-        if not weights.exists():  # a committed record without weights: retrain the teacher
-            run(teacher_config, runs_dir, device=str(device), force=True, dataset=dataset)
-        model = build_model(
-            teacher_config.model, dataset.n_entities, dataset.n_relations, teacher_config.rank, teacher_config.init_scale
-        )
-        load_module_state(model, torch.load(weights, map_location="cpu", weights_only=False)["models"]["model"])
-        return model
 
     # --- pruning -------------------------------------------------------------------------------
     def recompute_mask(self) -> None:
@@ -389,6 +379,9 @@ class DistillationLearner(Learner):
         counts = {"teacher": {"dense": dense, "nonzero": int(teacher.entity.count_nonzero() + teacher.relation.count_nonzero())}}
         counts["student"] = self.student.parameter_counts()
         return counts
+
+    def dims(self) -> dict[str, int]:
+        return {"teacher": self.modules["teacher"].rank, "student": self.student.rank}
 
     def extra_record(self) -> dict:
         extra = {

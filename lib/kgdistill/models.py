@@ -12,8 +12,6 @@ substitute any parameter dict (the meta-gradient of MetaSD relies on this).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -31,17 +29,26 @@ class KBCModel(nn.Module):
         if rank <= 0:
             raise ValueError(f"rank must be positive, got {rank}")
         self.n_entities, self.n_relations, self.rank = n_entities, n_relations, rank
-        self.entity = nn.Parameter(torch.randn(n_entities, self.entity_width()) * init_scale)
-        self.relation = nn.Parameter(torch.randn(2 * n_relations, self.relation_width()) * init_scale)
+        self.entity = nn.Parameter(torch.randn(n_entities, self.entity_width(rank)) * init_scale)
+        self.relation = nn.Parameter(torch.randn(2 * n_relations, self.relation_width(rank)) * init_scale)
         self.register_buffer("entity_mask", None)
         self.register_buffer("relation_mask", None)
 
-    # --- sizes -------------------------------------------------------------------------
-    def entity_width(self) -> int:
+    # --- sizes (each backbone states its own; budgets and footprints use them) ---------------
+    @staticmethod
+    def entity_width(rank: int) -> int:
+        """Columns of the entity table at ``rank``."""
         raise NotImplementedError
 
-    def relation_width(self) -> int:
+    @staticmethod
+    def relation_width(rank: int) -> int:
+        """Columns of the relation table at ``rank``."""
         raise NotImplementedError
+
+    @classmethod
+    def dense_size(cls, n_entities: int, n_relations: int, rank: int) -> int:
+        """Parameters of the dense model: N·entity_width + 2R·relation_width (reciprocals included)."""
+        return n_entities * cls.entity_width(rank) + 2 * n_relations * cls.relation_width(rank)
 
     # --- pruning -----------------------------------------------------------------------
     def prunable(self) -> dict[str, nn.Parameter]:
@@ -131,11 +138,13 @@ class CP(KBCModel):
 
     name = "CP"
 
-    def entity_width(self) -> int:
-        return 2 * self.rank
+    @staticmethod
+    def entity_width(rank: int) -> int:
+        return 2 * rank
 
-    def relation_width(self) -> int:
-        return self.rank
+    @staticmethod
+    def relation_width(rank: int) -> int:
+        return rank
 
     def _query(self, h, r):
         return h[:, : self.rank] * r
@@ -155,11 +164,13 @@ class ComplEx(KBCModel):
 
     name = "ComplEx"
 
-    def entity_width(self) -> int:
-        return 2 * self.rank
+    @staticmethod
+    def entity_width(rank: int) -> int:
+        return 2 * rank
 
-    def relation_width(self) -> int:
-        return 2 * self.rank
+    @staticmethod
+    def relation_width(rank: int) -> int:
+        return 2 * rank
 
     def _split(self, x):
         return x[:, : self.rank], x[:, self.rank :]
@@ -187,11 +198,13 @@ class RESCAL(KBCModel):
 
     name = "RESCAL"
 
-    def entity_width(self) -> int:
-        return self.rank
+    @staticmethod
+    def entity_width(rank: int) -> int:
+        return rank
 
-    def relation_width(self) -> int:
-        return self.rank * self.rank
+    @staticmethod
+    def relation_width(rank: int) -> int:
+        return rank * rank
 
     def _matrices(self, r):
         return r.view(-1, self.rank, self.rank)
@@ -211,23 +224,38 @@ BACKBONES: dict[str, type[KBCModel]] = {"CP": CP, "ComplEx": ComplEx, "RESCAL": 
 
 def build_model(name: str, n_entities: int, n_relations: int, rank: int, init_scale: float = 1e-3) -> KBCModel:
     """Instantiate a backbone by name (one of :data:`BACKBONES`)."""
+    return backbone(name)(n_entities, n_relations, rank, init_scale)
+
+
+def backbone(name: str) -> type[KBCModel]:
+    """The backbone class of ``name``; an unknown name is an error listing the known ones."""
     if name not in BACKBONES:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name](n_entities, n_relations, rank, init_scale)
+    return BACKBONES[name]
 
 
 def rank_for_budget(name: str, n_entities: int, n_relations: int, parameters: int) -> int:
-    """Largest rank whose dense parameter count does not exceed ``parameters``.
+    """Largest rank whose dense parameter count (:meth:`KBCModel.dense_size`) does not exceed
+    ``parameters``; at least 1. Works for any backbone whose size grows with its rank.
 
     Used to give a separately parameterized student (KD, DML, "w/o P") the same size as a
     pruned one.
     """
-    per_rank = {
-        "CP": 2 * n_entities + 2 * n_relations,
-        "ComplEx": 2 * n_entities + 4 * n_relations,
-    }
-    if name in per_rank:
-        return max(1, parameters // per_rank[name])
-    # RESCAL: N·k + 2R·k² ≤ P
-    a, b = 2 * n_relations, n_entities
-    return max(1, int((-b + math.sqrt(b * b + 4 * a * parameters)) / (2 * a)))
+    cls = backbone(name)
+    low, high = 1, 2
+    while cls.dense_size(n_entities, n_relations, high) <= parameters:
+        low, high = high, 2 * high
+    while high - low > 1:  # invariant: size(low) <= parameters < size(high), or low == 1
+        mid = (low + high) // 2
+        if cls.dense_size(n_entities, n_relations, mid) <= parameters:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def load_module_state(module: nn.Module, state: dict) -> None:
+    """``load_state_dict`` that also restores pruning masks absent from a fresh model."""
+    if isinstance(module, KBCModel) and "entity_mask" in state:
+        module.set_masks({"entity": state["entity_mask"], "relation": state["relation_mask"]})
+    module.load_state_dict(state)

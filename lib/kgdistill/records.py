@@ -1,4 +1,4 @@
-"""Run records: atomic files, config hashing, environment provenance."""
+"""Run records: the files of a run folder, atomic writes, config hashing, environment provenance."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+#: the files of a run folder ``<runs_dir>/<run name>/``
+RECORD = "record.json"          # the finished run (committed)
+CHECKPOINT = "checkpoint.pt"    # resumable state at the last evaluation (never committed)
+BEST = "best.pt"                # weights at the selected epoch (never committed)
+CONFIG = "config.json"          # the config, written when training starts
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -105,3 +111,13 @@ def pick_device(requested: str | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {requested!r} requested but CUDA is not available; use device='auto' or 'cpu'")
     return device
+
+
+def existing_record(run_dir: str | os.PathLike, force: bool = False) -> dict | None:
+    """The finished record in ``run_dir`` (None when absent, unfinished or ``force``)."""
+    path = Path(run_dir) / RECORD
+    if path.exists() and not force:
+        record = read_json(path)
+        if record.get("status") == "complete":
+            return record
+    return None

@@ -299,7 +299,7 @@ def run_all(
     older than it — the runner's ``--retrain``: runs shared by several notebooks train once.
     """
     from .datasets import load_dataset
-    from .training import RECORD, run, run_dir_for
+    from .runner import RECORD, run, run_dir_for
 
     configs: dict[str, RunConfig] = {}
     for item in specs:
@@ -645,7 +645,7 @@ def ensure_weights(spec: RunSpec | RunConfig, runs_dir: str | os.PathLike, data_
                    show_progress: bool = False) -> Path:
     """Path of the run's ``best.pt``; when only the record exists (checkpoints are not committed),
     the run is trained again to recreate it (same numbers on CPU; a new record and provenance)."""
-    from .training import run, run_dir_for
+    from .runner import run, run_dir_for
 
     config = spec.config if isinstance(spec, RunSpec) else spec
     weights = run_dir_for(config, runs_dir) / "best.pt"
@@ -673,7 +673,7 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 
     from . import sparse
     from .evaluation import evaluate
     from .models import build_model
-    from .training import load_module_state
+    from .models import load_module_state
 
     run_dir = Path(run_dir)
     weights = run_dir / "best.pt"

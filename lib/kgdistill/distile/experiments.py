@@ -42,8 +42,8 @@ from ..records import pick_device
 from .config import DS_FIELDS, DistilEConfig
 from .kge import build_kge
 from .timing import inference_table
-from ..training import RECORD
-from .trainer import run_dir_for, run_distile
+from ..runner import RECORD, run, run_dir_for
+
 
 METRICS = ("MRR", "H@10", "H@3", "H@1")
 #: the paper's dimensions, matched by position with a profile's teacher_dim / student_dims
@@ -80,7 +80,7 @@ class DistilEStudy:
         path = run_dir_for(config, self.runs_dir) / RECORD
         force = self.retrain_since is not None and path.exists() and path.stat().st_mtime < self.retrain_since
         force = force and config.run_name() not in self.records  # retrain once per study
-        record = run_distile(config, self.runs_dir, data_dir=self.data_dir, device=self.device,
+        record = run(config, self.runs_dir, data_dir=self.data_dir, device=self.device,
                              show_progress=self.show_progress, dataset=self.dataset_for(config), force=force)
         self.records[config.run_name()] = record
         return record

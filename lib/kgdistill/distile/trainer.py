@@ -1,12 +1,10 @@
-"""DistilE training: plain backbones (teachers, no-DS students) and two-stage distillation.
+"""DistilE's trainer: plain backbones (teachers, no-DS students) and two-stage distillation.
 
-:func:`run_distile` follows the conventions of :func:`kgdistill.training.run`: the record goes to
-``<runs_dir>/<run name with config hash>/record.json`` (atomic), a second call returns it, a
-killed run resumes from ``checkpoint.pt`` (written at each evaluation; holds the models, Adam
-and scheduler states, and the seeded CPU generator that shuffles triples and draws negatives),
-the epoch is selected on validation MRR of the selected model (never test), and test metrics
-are those of the selected epoch. Evaluation is :func:`kgdistill.evaluation.evaluation_report`
-on the models' ``score_tails`` — the same filtered ranking as every other model of the study.
+:class:`DistilETrainer` follows the trainer protocol of :mod:`kgdistill.loop`, so a DistilE run is
+trained, resumed, selected (validation MRR, never test) and recorded exactly like a MetaSD-family
+run: ``kgdistill.runner.run(DistilEConfig(...))``. Each epoch shuffles the training triples and
+draws fresh negatives from the loop's seeded CPU generator, which makes the stream resumable.
+Evaluation is the study's filtered ranking on the models' ``score_tails``.
 
 Distillation (method ``"ds"``), per batch of positives and their k negatives:
 
@@ -19,22 +17,14 @@ Distillation (method ``"ds"``), per batch of positives and their k negatives:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..datasets import KGDataset, load_dataset
-from ..records import pick_device
-from ..training import BEST, existing_record, fit_recorded
+from ..datasets import KGDataset
+from ..loop import TrainerBase
 from .config import DistilEConfig
 from .kge import KGEModel, build_kge
 from .losses import hard_loss, soft_loss
 from .sampling import corrupt
-
-
-
-def run_dir_for(config: DistilEConfig, runs_dir: str | Path) -> Path:
-    return Path(runs_dir) / config.run_name()
 
 
 def build_backbone(config: DistilEConfig, dataset: KGDataset) -> KGEModel:
@@ -45,29 +35,27 @@ def build_backbone(config: DistilEConfig, dataset: KGDataset) -> KGEModel:
     )
 
 
-def load_trained(config: DistilEConfig, runs_dir: str | Path, dataset: KGDataset, device: torch.device,
-                 **run_kwargs) -> tuple[KGEModel, dict]:
-    """The selected-epoch model of a finished ``plain`` run (trained now if missing) and its record."""
-    record = run_distile(config, runs_dir, dataset=dataset, device=str(device), **run_kwargs)
-    model = build_backbone(config, dataset).to(device)
-    state = torch.load(run_dir_for(config, runs_dir) / BEST, map_location=device, weights_only=False)
-    model.load_state_dict(state["models"][record["selected_model"]])
-    return model, record
-
-
-class _Trainer:
-    """Models, optimizers, schedulers and the per-batch step of one run."""
+class DistilETrainer(TrainerBase):
+    """Models, Adam optimizers, plateau schedulers and the per-batch step of one DistilE run."""
 
     def __init__(self, config: DistilEConfig, dataset: KGDataset, device: torch.device,
-                 teacher: KGEModel | None):
-        self.config, self.dataset, self.device = config, dataset, device
+                 teacher_state: dict | None = None):
+        """``teacher_state``: for a ``ds`` run, the trained weights of its ``plain`` teacher run
+        (loaded by :func:`kgdistill.runner.load_best`)."""
+        super().__init__(config, dataset, device)
+        teacher = None
+        if config.method == "ds":
+            if teacher_state is None:
+                raise ValueError("config field 'teacher': a 'ds' run needs its teacher's trained weights; "
+                                 "train it through kgdistill.runner.run, which loads them")
+            teacher = build_backbone(config.teacher_config(), dataset)  # before the seed: the student's draws follow it
+            teacher.load_state_dict(teacher_state)
         torch.manual_seed(config.seed)
-        self.models: dict[str, KGEModel] = {}
         self.selected = "student" if config.method == "ds" else "model"
-        self.models[self.selected] = build_backbone(config, dataset).to(device)
+        self.modules[self.selected] = build_backbone(config, dataset).to(device)
         if teacher is not None:
-            self.models["teacher"] = teacher
-        self.optimizers = {n: torch.optim.Adam(m.parameters(), lr=config.learning_rate) for n, m in self.models.items()}
+            self.modules["teacher"] = teacher.to(device)
+        self.optimizers = {n: torch.optim.Adam(m.parameters(), lr=config.learning_rate) for n, m in self.modules.items()}
         self.schedulers = {
             n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="min", factor=config.lr_decay, patience=config.lr_patience)
             for n, o in self.optimizers.items()
@@ -82,7 +70,7 @@ class _Trainer:
     def step(self, pos: torch.Tensor, neg: torch.Tensor, stage: int) -> dict[str, torch.Tensor]:
         """One optimisation step on positives (B, 3) and negatives (B, k, 3); returns detached losses."""
         c = self.config
-        student = self.models[self.selected]
+        student = self.modules[self.selected]
         s_pos, s_neg, s_pen = self._scores(student, pos, neg)
         hard_s = hard_loss(c.family, s_pos, s_neg, c.margin, c.weighting)
         out: dict[str, torch.Tensor] = {}
@@ -90,7 +78,7 @@ class _Trainer:
             loss = hard_s + s_pen
             out["loss"] = loss.detach()
         else:
-            teacher = self.models["teacher"]
+            teacher = self.modules["teacher"]
             if stage == 1:
                 with torch.no_grad():
                     t_pos, t_neg, _ = self._scores(teacher, pos, neg)
@@ -119,37 +107,16 @@ class _Trainer:
         if stage == 2:
             self.schedulers["teacher"].step(losses["teacher"])
 
-    def model_state(self) -> dict:
-        return {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in self.models.items()}
-
-    def load_model_state(self, state: dict) -> None:
-        for name, module_state in state.items():
-            self.models[name].load_state_dict(module_state)
-
-    def state_dict(self) -> dict:
-        return {
-            "models": self.model_state(),
-            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.load_model_state(state["models"])
-        for name, opt in state["optimizers"].items():
-            self.optimizers[name].load_state_dict(opt)
-        for name, sched in state["schedulers"].items():
-            self.schedulers[name].load_state_dict(sched)
-
     def learning_rates(self) -> dict[str, float]:
         return {n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
 
-    # --- the interface of kgdistill.training.fit_recorded ------------------------------------------
+    # --- the trainer protocol of kgdistill.loop -----------------------------------------------------
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
         """One pass over the shuffled training triples with fresh negatives; entry fields for the history."""
         c, train = self.config, self.dataset.train
         stage = c.stage(epoch)
-        if "teacher" in self.models:
-            self.models["teacher"].requires_grad_(stage == 2)
+        if "teacher" in self.modules:
+            self.modules["teacher"].requires_grad_(stage == 2)
         order = torch.randperm(len(train), generator=generator)
         sums: dict[str, float] = {}
         n_batches = 0
@@ -164,54 +131,10 @@ class _Trainer:
         return {"stage": stage, "loss": losses, "lr": self.learning_rates()}
 
     def valid_scorers(self) -> dict:
-        return {self.selected: self.models[self.selected].score_tails}
+        return {self.selected: self.modules[self.selected].score_tails}
 
     def scorers(self) -> dict:
-        return {name: model.score_tails for name, model in self.models.items()}
+        return {name: model.score_tails for name, model in self.modules.items()}
 
-    def record_fields(self, history: list[dict]) -> dict:
-        return {"parameter_counts": {n: m.parameter_counts() for n, m in self.models.items()}}
-
-
-def run_distile(
-    config: DistilEConfig,
-    runs_dir: str | Path = "runs",
-    data_dir: str | Path | None = None,
-    device: str | None = "auto",
-    show_progress: bool = False,
-    force: bool = False,
-    dataset: KGDataset | None = None,
-    keep_checkpoint: bool = True,
-    stop_after_epoch: int | None = None,
-) -> dict:
-    """Train (or resume, or reuse) the DistilE run described by ``config`` and return its record.
-
-    A ``ds`` run first obtains its teacher: the ``plain`` run ``config.teacher`` (trained here
-    if its record is missing). ``stop_after_epoch`` ends the run after that epoch's checkpoint
-    (for resumption tests); the returned dict then has ``status: 'interrupted'``.
-
-    The record holds ``history`` (per epoch: seconds, stage, losses, learning rates, and on
-    evaluation epochs ``valid`` {model: metrics} and ``valid_seconds``), ``selected_epoch``,
-    ``best_valid_mrr``, ``test`` {model: {"all": metrics, "per_relation": ...}} at the selected
-    epoch, ``parameter_counts``,
-    ``seconds_per_epoch``, ``provenance``; ds runs add ``teacher_run`` and ``stage_switch_epoch``.
-    """
-    config.validate()
-    out = run_dir_for(config, runs_dir)
-    record = existing_record(out, force)
-    if record is not None:
-        return record
-    dev = pick_device(device)
-    if dataset is None or dataset.name.lower() != config.dataset.lower():
-        dataset = load_dataset(config.dataset, data_dir)
-    teacher, extra = None, {}
-    if config.method == "ds":
-        teacher, teacher_record = load_trained(
-            config.teacher_config(), runs_dir, dataset, dev, data_dir=data_dir, show_progress=show_progress
-        )
-        extra = {"teacher_run": teacher_record["run_name"], "stage_switch_epoch": config.stage1_epochs}
-    trainer = _Trainer(config, dataset, dev, teacher)
-    return fit_recorded(
-        config, trainer, dataset, out, dev, show_progress=show_progress, force=force,
-        keep_checkpoint=keep_checkpoint, stop_after_epoch=stop_after_epoch, extra_record=extra,
-    )
+    def dims(self) -> dict[str, int]:
+        return {name: model.dim for name, model in self.modules.items()}

@@ -1,0 +1,173 @@
+"""One entry point for every run of either paper family: ``run(config)``.
+
+* :func:`run` dispatches on the config's type (:class:`~kgdistill.config.RunConfig`: baseline,
+  KD, DML, MetaSD and its ablations; :class:`~kgdistill.distile.config.DistilEConfig`: DistilE),
+  loads the teacher a run learns from (KD, DistilE ``ds``) with :func:`load_best` and passes its
+  weights into the trainer, then lets :func:`kgdistill.loop.fit` train, resume or reuse it;
+* :func:`run_dir_for`, :func:`load_best` (trained weights of any finished run, retrained when only
+  the committed record exists), :func:`config_from_record` and :func:`record_dims` are what every
+  caller that reads runs uses.
+
+A run lives in ``<runs_dir>/<run name>/`` (``run_name`` ends with the config's hash): asking for
+a run whose record exists returns it without training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .configbase import ConfigBase
+from .datasets import KGDataset, load_dataset, long_tail_split
+from .distile.config import DistilEConfig
+from .distile.trainer import DistilETrainer, build_backbone
+from .distillation import DistillationLearner
+from .loop import TrainerBase, fit
+from .models import build_model, load_module_state
+from .records import BEST, CHECKPOINT, RECORD, existing_record, pick_device
+from .training import PlainLearner
+
+__all__ = [
+    "BEST", "CHECKPOINT", "RECORD", "config_from_record", "existing_record", "load_best", "make_trainer",
+    "record_dims", "run", "run_dir_for",
+]
+
+#: the config class of each paper family, by the ``family`` a record states
+FAMILIES: dict[str, type[ConfigBase]] = {"metasd": RunConfig, "distile": DistilEConfig}
+
+
+def run_dir_for(config: ConfigBase, runs_dir: str | Path) -> Path:
+    """``<runs_dir>/<config.run_name()>``."""
+    return Path(runs_dir) / config.run_name()
+
+
+def make_trainer(config: ConfigBase, dataset: KGDataset, device: torch.device, teacher_state: dict | None = None) -> TrainerBase:
+    """The trainer of ``config``'s family and method (seed torch before calling)."""
+    if isinstance(config, DistilEConfig):
+        return DistilETrainer(config, dataset, device, teacher_state)
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"no trainer for {type(config).__name__}; pass a RunConfig or a DistilEConfig")
+    if config.method == "baseline":
+        return PlainLearner(config, dataset, device)
+    return DistillationLearner(config, dataset, device, teacher_state)
+
+
+def _family_outputs(config: ConfigBase, dataset: KGDataset, teacher_record: dict | None) -> tuple[dict, dict]:
+    """Test subsets and record extras of a family: the MetaSD paper's long-tail subset (Table 2);
+    DistilE's teacher run and stage switch."""
+    if isinstance(config, DistilEConfig):
+        extra = {} if teacher_record is None else {
+            "teacher_run": teacher_record["run_name"], "stage_switch_epoch": config.stage1_epochs}
+        return {"all": None}, extra
+    tail = long_tail_split(dataset, config.long_tail_threshold)
+    return {"all": None, "long_tail": tail.test_mask}, {"long_tail": tail.summary()}
+
+
+def run(
+    config: ConfigBase,
+    runs_dir: str | Path = "runs",
+    *,
+    data_dir: str | Path | None = None,
+    device: str | None = "auto",
+    show_progress: bool = False,
+    force: bool = False,
+    keep_checkpoint: bool = True,
+    stop_after_epoch: int | None = None,
+    dataset: KGDataset | None = None,
+) -> dict:
+    """Train (or resume, or reuse) the run described by ``config`` and return its record.
+
+    ``force`` retrains even when a record exists. ``stop_after_epoch`` ends the run after that
+    epoch's checkpoint (used for time slices and to test resumption); the returned dict then
+    has ``status: 'interrupted'``. A run with a teacher (KD, DistilE ``ds``) first obtains it
+    (trained here when missing).
+    """
+    config.validate()
+    out = run_dir_for(config, runs_dir)
+    record = existing_record(out, force)
+    if record is not None:
+        return record
+    dev = pick_device(device)
+    if dataset is None or dataset.name.lower() != config.dataset.lower():
+        dataset = load_dataset(config.dataset, data_dir)
+    teacher_state = teacher_record = None
+    teacher_config = config.teacher_config()
+    if teacher_config is not None:  # before the seed: a teacher trained here reseeds torch
+        teacher_state, teacher_record = _best_state(
+            teacher_config, runs_dir, dataset, dev, data_dir=data_dir, show_progress=show_progress)
+    torch.manual_seed(config.seed)
+    trainer = make_trainer(config, dataset, dev, teacher_state)
+    subsets, extra = _family_outputs(config, dataset, teacher_record)
+    return fit(
+        config, trainer, dataset, out, dev, show_progress=show_progress, force=force,
+        keep_checkpoint=keep_checkpoint, stop_after_epoch=stop_after_epoch, test_subsets=subsets, extra_record=extra,
+    )
+
+
+def _best_state(config: ConfigBase, runs_dir: str | Path, dataset: KGDataset, device: torch.device,
+                model: str | None = None, retrain_missing: bool = True, **run_kwargs) -> tuple[dict, dict]:
+    """State dict of ``model`` (default: the selected one) at the selected epoch, and the record."""
+    record = run(config, runs_dir, device=str(device), dataset=dataset, **run_kwargs)
+    weights = run_dir_for(config, runs_dir) / BEST
+    if not weights.exists():  # a committed record without weights (checkpoints are not committed)
+        if not retrain_missing:
+            raise FileNotFoundError(f"{weights} is missing (checkpoints are not committed); pass retrain_missing=True "
+                                    f"to train the run again (same numbers on CPU)")
+        record = run(config, runs_dir, device=str(device), dataset=dataset, force=True, **run_kwargs)
+    name = model or record["selected_model"]
+    states = torch.load(weights, map_location="cpu", weights_only=False)["models"]
+    if name not in states:
+        raise KeyError(f"run {config.run_name()} has no model {name!r}; it has {sorted(states)}")
+    return states[name], record
+
+
+def load_best(
+    config: ConfigBase,
+    runs_dir: str | Path,
+    dataset: KGDataset,
+    device: str | torch.device = "cpu",
+    *,
+    model: str | None = None,
+    retrain_missing: bool = True,
+    **run_kwargs,
+) -> tuple[torch.nn.Module, dict]:
+    """The trained ``model`` of a run (default: the record's selected model) at its selected
+    epoch, on ``device``, and the run's record. The run is trained when its record is missing,
+    and trained again when only the record exists (``retrain_missing``; same numbers on CPU).
+    A pruned MetaSD student is returned as its source model with the mask installed (score it
+    with ``masked=True``)."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    state, record = _best_state(config, runs_dir, dataset, dev, model, retrain_missing, **run_kwargs)
+    name = model or record["selected_model"]
+    dim = record_dims(record).get(name)
+    if isinstance(config, DistilEConfig):
+        spec = config if name != "teacher" else config.teacher_config()
+        module = build_backbone(spec.replace(dim=dim) if dim else spec, dataset)
+    else:
+        spec = config.teacher_config() if (name == "teacher" and config.method == "kd") else config
+        module = build_model(spec.model, dataset.n_entities, dataset.n_relations, dim or spec.rank, spec.init_scale)
+    load_module_state(module, state)
+    return module.to(dev).eval(), record
+
+
+def config_from_record(record: dict) -> ConfigBase:
+    """The config a record was trained from, of its family's class."""
+    family = record.get("family") or ("distile" if record["run_name"].startswith("distile-") else "metasd")
+    return FAMILIES[family].from_dict(record["config"])
+
+
+def record_dims(record: dict) -> dict[str, int]:
+    """``{model name: rank or dim}`` of a record. Records state ``dims`` since the runner was
+    introduced; for older ones they follow from the config and the ranks the record states."""
+    if "dims" in record:
+        return {k: int(v) for k, v in record["dims"].items()}
+    config = record["config"]
+    models = list(record.get("test") or record.get("parameter_counts") or [record["selected_model"]])
+    if record["run_name"].startswith("distile-"):
+        teacher = config.get("teacher") or {}
+        return {m: int(teacher["dim"] if m == "teacher" and teacher else config["dim"]) for m in models}
+    ranks = {"student": record.get("student_rank"), "teacher": record.get("teacher_rank")}
+    if config.get("method") == "kd" and config.get("teacher") and ranks["teacher"] is None:
+        ranks["teacher"] = config["teacher"]["rank"]
+    return {m: int(ranks.get(m) or config["rank"]) for m in models}
