@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from kgdistill.regularizers import regularize
 from kgdistill.runner import run
 from kgdistill.training import fit_loss
 
-# measured: test MRR 0.92 in ~3 s on a 2-core CPU
+# measured: test MRR 0.92 in ~3 s on a 2-core CPU (benchmarks/train_speed.py measures speed)
 UMLS_CONFIG = RunConfig(
     dataset="UMLS", rank=32, batch_size=256, max_epochs=50, eval_every=10,
     regularizer="N3", reg_weight=1e-2, learning_rate=0.5,
@@ -38,9 +37,8 @@ METRICS = ("MRR", "MR", "H@1", "H@3", "H@10")
 @pytest.fixture(scope="module")
 def umls_run(tmp_path_factory, umls):
     runs = tmp_path_factory.mktemp("umls_runs")
-    start = time.perf_counter()
     record = run(UMLS_CONFIG, runs_dir=runs, device="cpu", dataset=umls)
-    return record, runs, time.perf_counter() - start
+    return record, runs, None  # speed is measured by benchmarks/train_speed.py, not asserted here
 
 
 def _comparable(record: dict) -> dict:
@@ -58,12 +56,11 @@ def _comparable(record: dict) -> dict:
 # --- accuracy and the record ------------------------------------------------------------------
 
 
-def test_complex_on_umls_is_accurate_and_fast(umls_run):
-    record, _, seconds = umls_run
+def test_complex_on_umls_is_accurate(umls_run):
+    record, _, _ = umls_run
     assert record["status"] == "complete"
     assert record["test"]["model"]["all"]["MRR"] >= 0.85
     assert record["test"]["model"]["all"]["H@10"] >= 0.95
-    assert seconds < 60, f"UMLS training took {seconds:.1f} s"
 
 
 def test_record_has_the_required_fields(umls_run, umls):
@@ -134,9 +131,7 @@ def test_existing_record_is_reused_without_training(umls_run, monkeypatch):
 
     monkeypatch.setattr(runner, "make_trainer", no_training)
     monkeypatch.setattr(runner, "load_dataset", no_training)
-    start = time.perf_counter()
-    again = run(UMLS_CONFIG, runs_dir=runs, device="cpu")
-    assert time.perf_counter() - start < 5
+    again = run(UMLS_CONFIG, runs_dir=runs, device="cpu")  # make_trainer/load_dataset would raise
     assert again == json.loads(json.dumps(record))
     with pytest.raises(AssertionError, match="must not train"):
         run(UMLS_CONFIG, runs_dir=runs, device="cpu", force=True)
