@@ -1,5 +1,6 @@
-"""scripts/train_runs.py: trains a profile's missing runs, lists their state, shares a runs folder
-between processes through lock files, and stops at a deadline leaving a resumable run."""
+"""scripts/train_runs.py and kgdistill.queue: trains a profile's missing runs, lists their state,
+shares a runs folder between processes through lock files, and stops at a deadline leaving a
+resumable run."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgdistill import study
+from kgdistill import queue
+from kgdistill.plan import PlannedRun, planned_runs
+
+try:
+    from kgdistill.profile import load_profile
+except ImportError:  # before kgdistill.study's split
+    from kgdistill.study import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,42 +33,66 @@ def script():
     return module
 
 
+@pytest.fixture(scope="module")
+def smoke_plan() -> list[PlannedRun]:
+    return planned_runs(load_profile("smoke"))
+
+
 def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
 
 
-def test_lock_is_exclusive_and_a_dead_owner_is_taken_over(script, tmp_path):
+def lock_as(run_dir: Path, pid: int) -> None:
+    """Make ``pid`` (on this host) the holder of ``run_dir``'s lock."""
+    assert queue.try_lock(run_dir)
+    lock = run_dir / queue.LOCK
+    lock.write_text(json.dumps({**json.loads(lock.read_text()), "pid": pid}))
+
+
+def test_lock_is_exclusive_and_a_dead_owner_is_taken_over(tmp_path):
     run_dir = tmp_path / "run"
-    assert script.try_lock(run_dir)
-    assert not script.try_lock(run_dir)  # held by this (live) process
-    assert script.state(run_dir) == "training"
-    lock = run_dir / script.LOCK
+    assert queue.try_lock(run_dir)
+    assert not queue.try_lock(run_dir)  # held by this (live) process
+    assert queue.state(run_dir) == "training"
+    lock = run_dir / queue.LOCK
     owner = json.loads(lock.read_text())
     lock.write_text(json.dumps({**owner, "pid": dead_pid()}))
-    assert script.state(run_dir) == "missing"  # nobody trains it any more
-    assert script.try_lock(run_dir)
+    assert queue.state(run_dir) == "missing"  # nobody trains it any more
+    assert queue.try_lock(run_dir)
     assert json.loads(lock.read_text())["pid"] == os.getpid()
 
 
-def smoke_run(row: str, seed: int) -> str:
-    profile = study.load_profile("smoke")
-    return next(s.run_name for s in study.all_specs(profile) if s.row == row and s.seed == seed)
+def test_the_queue_skips_a_run_locked_by_a_live_process_and_its_students(smoke_plan, tmp_path, monkeypatch, capsys):
+    kd = next(r for r in smoke_plan if r.config.method == "kd")
+    teacher = next(r for r in smoke_plan if r.name == kd.config.teacher_config().run_name())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_as(tmp_path / teacher.name, other.pid)
+        monkeypatch.setattr(queue, "POLL_SECONDS", 0.05)
+        assert not queue.train([teacher, kd], tmp_path, device="cpu", stop_after_minutes=0.02)
+        out = capsys.readouterr().out
+        assert "training" not in out and "time is up; 2 runs left" in out  # neither the teacher nor its student
+        assert queue.state(tmp_path / teacher.name) == "training" and not (tmp_path / kd.name).exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert queue.state(tmp_path / teacher.name) == "missing"  # its owner is gone
 
 
-def smoke_config(run_name: str):
-    return next(s.config for s in study.all_specs(study.load_profile("smoke")) if s.run_name == run_name)
+def smoke_run(plan: list[PlannedRun], row: str, seed: int) -> PlannedRun:
+    return next(r for r in plan if row in r.rows and r.config.seed == seed)
 
 
-def test_trains_the_matched_run_then_lists_it_done(script, tmp_path, capsys):
-    name = smoke_run("DML", 0)
+def test_trains_the_matched_run_then_lists_it_done(script, smoke_plan, tmp_path, capsys):
+    name = smoke_run(smoke_plan, "DML", 0).name
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]) == 0
     out = capsys.readouterr().out
     assert f"training {name}" in out and "test MRR" in out and "all runs done" in out
     record = json.loads((tmp_path / name / "record.json").read_text())
     assert record["status"] == "complete"
-    assert not (tmp_path / name / script.LOCK).exists()  # released
+    assert not (tmp_path / name / queue.LOCK).exists()  # released
 
     (tmp_path / "baseline-old-config").mkdir()  # e.g. the record of an earlier profile version
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list"]) == 0
@@ -72,21 +103,22 @@ def test_trains_the_matched_run_then_lists_it_done(script, tmp_path, capsys):
     assert sum(line.startswith("missing") for line in listing) == len(listing) - 3  # all others, + 2 summary lines
 
 
-def test_deadline_leaves_a_partial_run_that_resumes(script, tmp_path, capsys):
-    name = smoke_run("ComplEx", 1)
+def test_deadline_leaves_a_partial_run_that_resumes(script, smoke_plan, tmp_path, capsys):
+    run = smoke_run(smoke_plan, "ComplEx", 1)
+    name = run.name
     args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]
     assert script.main(args + ["--stop-after-minutes", "0"]) == 0
     assert "time is up" in capsys.readouterr().out and not (tmp_path / name).exists()
 
     assert script.main(args + ["--stop-after-minutes", "0.001"]) == 0  # one chunk, then time is up
     stopped = re.search(r"stopped after epoch (\d+) ", capsys.readouterr().out)
-    assert script.state(tmp_path / name) == "partial"
+    assert queue.state(tmp_path / name) == "partial"
     # the epoch named is the checkpoint's: the first validation epoch at or after the one asked for
     checkpoint = torch.load(tmp_path / name / "checkpoint.pt", map_location="cpu", weights_only=False)
-    assert stopped and int(stopped.group(1)) == checkpoint["epoch"] == smoke_config(name).eval_every
+    assert stopped and int(stopped.group(1)) == checkpoint["epoch"] == run.config.eval_every
 
     assert script.main(args) == 0  # resumes from the checkpoint and finishes
-    assert script.state(tmp_path / name) == "done"
+    assert queue.state(tmp_path / name) == "done"
 
 
 def test_unknown_match_is_named(script, tmp_path):
@@ -113,11 +145,11 @@ def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys
 
 
 def test_lists_notebook_06_runs_teachers_first(script, tmp_path, capsys):
-    from kgdistill.distile.experiments import planned_runs
+    from kgdistill.distile.experiments import planned_runs as notebook_runs
 
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list", "--match", "DistilE notebook 06"]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "distile-" in line]
-    planned = [config.run_name() for config, _ in planned_runs(study.load_profile("smoke")["distile"])]
+    planned = [config.run_name() for config, _ in notebook_runs(load_profile("smoke")["distile"])]
     assert names == planned and len(names) == 90
     kinds = [name.split("-")[1] for name in names]
     assert kinds == sorted(kinds, key=lambda kind: kind != "plain") and "ds" in kinds  # teachers first

@@ -1,0 +1,244 @@
+"""The run queue of ``scripts/train_runs.py``: a profile's plan (:mod:`kgdistill.plan`) trained
+in order, or listed with each run's state.
+
+Several processes may work on one runs folder at once (e.g. one per core, each with one torch
+thread): a process marks the run it trains with ``train.lock`` (its host and pid) and the others
+skip it; a student waits while its frozen teacher is being trained elsewhere. A lock left by a
+killed process is taken over, and a killed run resumes from its last epoch checkpoint. With a
+deadline, a run trains whole epochs at its own pace and stops at the first checkpoint past it.
+
+A run's state (:func:`state`): ``done`` (finished record), ``training`` (a live process holds its
+lock), ``partial`` (a checkpoint or an unfinished record) or ``missing``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .plan import Config, PlannedRun, matching, planned_runs
+from .records import read_json
+
+try:
+    from .records import CHECKPOINT, RECORD, existing_record
+except ImportError:  # before records owned the run folder's files
+    from .training import CHECKPOINT, RECORD, existing_record
+
+LOCK = "train.lock"
+STATES = ("done", "training", "partial", "missing")
+#: seconds between two looks at a queue whose every run is being trained elsewhere
+POLL_SECONDS = 30
+
+
+class NoMatchingRun(LookupError):
+    """``--match`` left no run of the profile."""
+
+
+# --- locks and states -------------------------------------------------------------------------------
+def lock_owner_alive(lock: Path) -> bool:
+    """Whether the process named in ``lock`` still runs (locks of other hosts count as alive)."""
+    try:
+        owner = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def try_lock(run_dir: Path) -> bool:
+    """Create ``run_dir/train.lock`` for this process; False when a live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if lock_owner_alive(lock):
+                return False
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, handle)
+        return True
+    return False
+
+
+def release(run_dir: Path) -> None:
+    (run_dir / LOCK).unlink(missing_ok=True)
+
+
+def state(run_dir: Path) -> str:
+    """One of :data:`STATES`."""
+    if existing_record(run_dir) is not None:
+        return "done"
+    if (run_dir / LOCK).exists() and lock_owner_alive(run_dir / LOCK):
+        return "training"
+    if (run_dir / CHECKPOINT).exists() or (run_dir / RECORD).exists():
+        return "partial"
+    return "missing"
+
+
+def run_dir_for(config: Config, runs_dir: Path) -> Path:
+    return Path(runs_dir) / config.run_name()
+
+
+def teacher_of(config: Config) -> Config | None:
+    """The config of the finished run ``config`` distils from (KD, DistilE), else None."""
+    return type(config).from_dict(config.teacher) if config.teacher else None
+
+
+def trainer_for(config: Config) -> Callable[..., dict]:
+    """The function that trains ``config``'s kind of run (records it in ``runs_dir``)."""
+    try:
+        from .runner import run  # every family
+    except ImportError:  # before kgdistill.runner
+        from .distile.config import DistilEConfig
+
+        if isinstance(config, DistilEConfig):
+            from .distile.trainer import run_distile
+
+            return run_distile
+        from .training import run
+    return run
+
+
+# --- the --list report ------------------------------------------------------------------------------
+def report_lines(runs: Sequence[PlannedRun], runs_dir: Path, unused: bool = True) -> list[str]:
+    """One line per run (state, paper dataset, rows, name; test MRR and minutes when done), a
+    count per state and, with ``unused``, the folders of ``runs_dir`` that no run of ``runs``
+    uses (records of older profile versions, teachers of other seeds)."""
+    lines, counts = [], dict.fromkeys(STATES, 0)
+    for run in runs:
+        run_dir = run_dir_for(run.config, runs_dir)
+        st = state(run_dir)
+        counts[st] += 1
+        extra = ""
+        if st == "done":
+            record = read_json(run_dir / RECORD)
+            mrr = record["test"][record["selected_model"]]["all"]["MRR"]
+            # training + validation (records before valid_seconds existed: training only)
+            minutes = sum(h.get("seconds", 0) + h.get("valid_seconds", 0) for h in record["history"]) / 60
+            extra = f"test MRR {mrr:.4f}, {minutes:.0f} min"
+        lines.append(f"{st:9s} {run.paper_dataset:10s} {', '.join(run.rows):28s} {run.name}  {extra}")
+    lines.append(f"{len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if unused and runs_dir.is_dir():
+        names = {run.name for run in runs}
+        others = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in names)
+        if others:
+            lines.append(f"in {runs_dir} but not a run of this profile's tables (DistilE runs, teachers, old configs): "
+                         + ", ".join(others))
+    return lines
+
+
+# --- training ---------------------------------------------------------------------------------------
+def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show_progress: bool = False,
+          stop_after_minutes: float | None = None) -> bool:
+    """Train every run of ``runs`` not done yet, in order, sharing ``runs_dir`` with other
+    processes through locks; True when all are done, False when the deadline
+    (``stop_after_minutes`` from now) came first. Prints what it does."""
+    deadline = None if stop_after_minutes is None else time.time() + 60 * stop_after_minutes
+    pending = {run.name: run.config for run in runs}  # in order
+    while pending:
+        if deadline is not None and time.time() > deadline:
+            print(f"time is up; {len(pending)} runs left (run the same command again to go on)")
+            return False
+        progressed = False
+        for name, config in list(pending.items()):
+            run_dir = run_dir_for(config, runs_dir)
+            if state(run_dir) == "done":
+                del pending[name]
+                continue
+            teacher = teacher_of(config)
+            if teacher is not None and state(run_dir_for(teacher, runs_dir)) == "training":
+                continue  # its frozen teacher is being trained by another process
+            if not try_lock(run_dir):
+                continue
+            try:
+                if _train_one(config, run_dir, runs_dir, device, show_progress, deadline):
+                    del pending[name]
+            finally:
+                release(run_dir)
+            progressed = True
+            break
+        if not progressed and pending:
+            time.sleep(POLL_SECONDS)  # everything left is being trained (or waits for a teacher) elsewhere
+    print("all runs done")
+    return True
+
+
+def _train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_progress: bool,
+               deadline: float | None) -> bool:
+    """Train (or resume) one locked run, up to the deadline; True when it finished."""
+    start = time.time()
+    print(f"training {config.run_name()} ...", flush=True)
+    # whole epochs only: stop at the first checkpoint past the deadline
+    stop = None if deadline is None else _epochs_within(run_dir, config, deadline)
+    record = trainer_for(config)(config, runs_dir, device=device, show_progress=show_progress, stop_after_epoch=stop)
+    if record.get("status") == "complete":
+        mrr = record["test"][record["selected_model"]]["all"]["MRR"]
+        print(f"  done in {(time.time() - start) / 60:.1f} min: test MRR {mrr:.4f}", flush=True)
+        return True
+    # runs stop at their first checkpoint (validation epoch) at or after ``stop``
+    print(f"  stopped after epoch {record['epoch']} ({(time.time() - start) / 60:.1f} min); it resumes next time")
+    return False
+
+
+def _epochs_within(run_dir: Path, config: Config, deadline: float) -> int:
+    """The last epoch to train before ``deadline`` at the run's own pace (its slowest epoch so far,
+    validation included); one more epoch when there is no checkpoint or no timing yet."""
+    import torch
+
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.exists():
+        return 1
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    history = saved.get("history", [])
+    done = len(history)
+    per_epoch = max((h.get("seconds", 0) + h.get("valid_seconds", 0) for h in history), default=0) or None
+    if per_epoch is None:
+        return done + 1
+    more = int((deadline - time.time()) // per_epoch)
+    return min(config.max_epochs, done + max(1, more))
+
+
+# --- the whole command ------------------------------------------------------------------------------
+def run_queue(profile: str | dict, *, list_only: bool = False, match: Iterable[str] | None = None,
+              runs_dir: str | os.PathLike | None = None, device: str | None = None, threads: int | None = None,
+              stop_after_minutes: float | None = None, show_progress: bool = False) -> int:
+    """``scripts/train_runs.py``: the plan of ``profile`` (a name, a path or a loaded profile),
+    narrowed to the runs that ``match``; print each run's state (``list_only``) or train them.
+    ``runs_dir``, ``device`` and ``threads`` default to the profile's. Raises
+    :class:`NoMatchingRun` when ``match`` leaves nothing. Returns the exit status."""
+    try:
+        from .profile import load_profile
+    except ImportError:  # before kgdistill.study's split
+        from .study import load_profile
+
+    if not isinstance(profile, dict):
+        profile = load_profile(profile)
+    runs_dir = Path(runs_dir).resolve() if runs_dir else Path(profile["runs_dir"])
+    if threads or profile.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(threads or profile["threads"]))
+    match = list(match or [])
+    runs = matching(planned_runs(profile), match)
+    if not runs:
+        raise NoMatchingRun(f"no run of profile {profile['name']} matches {match}; see --list")
+    if list_only:
+        for line in report_lines(runs, runs_dir, unused=not match):
+            print(line)
+        return 0
+    train(runs, runs_dir, device=device or profile.get("device", "auto"), show_progress=show_progress,
+          stop_after_minutes=stop_after_minutes)
+    return 0
