@@ -21,6 +21,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable
 
+from .datasets import ARCHIVES
+from .evaluation import TIE_POLICIES
 from .records import stable_hash
 
 #: A field rule: ``rule(value) -> None`` when fine, else the complaint (``"must be > 0"``).
@@ -100,7 +102,16 @@ class ConfigBase:
     min_delta: float = 0.0
 
     #: ``{field: rule}`` checked in order by :meth:`validate`; subclasses extend it
-    FIELD_RULES: ClassVar[dict[str, Rule]] = {"patience": non_negative(), "min_delta": non_negative()}
+    #: (the rules of the fields every family has: data, loop, evaluation, convergence)
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "dataset": lambda v: None if str(v).lower() in {k.lower() for k in ARCHIVES}
+        else f"unknown dataset {v!r}; choose one of {sorted(ARCHIVES)}",
+        "tie_policy": choice(TIE_POLICIES),
+        **{name: positive_int() for name in ("batch_size", "max_epochs", "eval_every", "eval_batch_size")},
+        "learning_rate": positive(),
+        "patience": non_negative(),
+        "min_delta": non_negative(),
+    }
     #: which paper family the config belongs to ("metasd" or "distile"), stored in records
     PAPER: ClassVar[str] = "base"
 

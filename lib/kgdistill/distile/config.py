@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..datasets import ARCHIVES
-from ..evaluation import TIE_POLICIES
-from ..configbase import ConfigBase, Rule, choice, non_negative, optional, positive, positive_int, within
+from ..configbase import ConfigBase, Rule, choice, non_negative, optional, positive_int, within
 from .kge import FAMILIES
 from .losses import WEIGHTINGS
 
@@ -71,15 +69,12 @@ class DistilEConfig(ConfigBase):
             object.__setattr__(self, "stage1_epochs", self.max_epochs // 2)
 
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
-        "dataset": lambda v: None if str(v).lower() in {k.lower() for k in ARCHIVES}
-        else f"unknown dataset {v!r}; choose one of {sorted(ARCHIVES)}",
         "model": choice(FAMILIES),
         "method": choice(METHODS),
         "weighting": choice(WEIGHTINGS),
-        "tie_policy": choice(TIE_POLICIES),
-        **{name: positive_int() for name in ("dim", "batch_size", "max_epochs", "eval_every", "eval_batch_size", "lr_patience")},
+        "dim": positive_int(),
+        "lr_patience": positive_int(),
         "negatives": optional(positive_int()),
-        "learning_rate": positive(),
         "epsilon": non_negative(),
         "soft_c": non_negative(),
         "margin": optional(non_negative()),
