@@ -6,10 +6,10 @@
 PROFILE ?= cpu
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-# The benchmark archives (../shared/data next to the repository); absolute because the notebook
-# kernels run in notebooks/. Unset it to download them from the ConvE release instead.
-KGC_DATA_DIR ?= $(abspath ../shared/data)
-export KGC_DATA_DIR
+# The benchmark archives are read from KGC_DATA_DIR when it is set (empty: download them from the
+# ConvE release), else from ../shared/data next to the repository when it exists, else downloaded:
+# kgdistill.environment.default_data_dir owns that default (scripts/reproduce.py and
+# notebooks/conftest.py pass it to the notebook kernels as an absolute path).
 
 .PHONY: reproduce runs test unit nbval notebooks clean-smoke help
 

@@ -1,21 +1,19 @@
 """pytest --nbval setup for the committed notebooks (executed with the smoke profile).
 
 Before any kernel starts, export the smoke profile's ``env`` (CPU-kernel pins that make the
-retrained numbers bit-identical across machines) and make ``KGC_DATA_DIR`` absolute, since the
-kernels run in this folder. Values the caller already set win.
+retrained numbers bit-identical across machines), the repository root, and ``KGC_DATA_DIR``
+made absolute, since the kernels run in this folder (the library's default data folder,
+:func:`kgdistill.environment.default_data_dir`). Values the caller already set win.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import yaml
+from kgdistill.environment import ROOT_ENV, apply_profile_env, export_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
-with open(ROOT / "params" / "smoke.yaml") as handle:
-    for key, value in (yaml.safe_load(handle).get("env") or {}).items():
-        os.environ.setdefault(str(key), str(value))
-os.environ.setdefault("KGC_DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
-os.environ["KGC_DATA_DIR"] = str(Path(os.environ["KGC_DATA_DIR"]).resolve())
-os.environ.setdefault("KGDISTILL_ROOT", str(ROOT))
+os.environ.setdefault(ROOT_ENV, str(ROOT))
+apply_profile_env(ROOT / "params" / "smoke.yaml")
+export_data_dir()

@@ -4,7 +4,8 @@
 
 Trains (or reuses from RUNS_DIR) one MetaSD run (source rank 100) and one baseline at the rank whose dense size
 equals the student's kept weights, for seeds 0-2, with the same optimiser, regulariser and epochs, and prints the
-test MRR of each and mean ± std. Needs KGC_DATA_DIR (or network).
+test MRR of each and mean ± std. The Kinship archive comes from the library's data folder (KGC_DATA_DIR, else
+../shared/data next to the repository), else it is downloaded.
 """
 from __future__ import annotations
 

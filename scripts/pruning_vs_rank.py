@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kgdistill import RunConfig, load_dataset, run
     from kgdistill.analysis import load_best, one_shot_pruning
-    from kgdistill.study import format_table, save_table, stamp, use_shared_data
-
-    use_shared_data(ROOT)
+    from kgdistill.study import format_table, save_table, stamp
 
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.dataset)

@@ -41,15 +41,14 @@ def notebooks(only: list[str] | None) -> list[Path]:
 
 
 def prepare_environment(profile: dict) -> None:
-    """Export the profile's ``env`` (without overriding what the caller set) and
-    ``KGC_DATA_DIR`` (default: ``../shared/data`` when it exists; made absolute, since the
-    kernels run in ``notebooks/``; unset and absent means download)."""
-    for key, value in (profile.get("env") or {}).items():
-        os.environ.setdefault(str(key), str(value))
-    from kgdistill.study import use_shared_data
+    """Export, for the kernels, the profile's ``env`` (without overriding what the caller set),
+    the repository root and ``KGC_DATA_DIR`` made absolute, since the kernels run in
+    ``notebooks/`` (the library's default, :func:`kgdistill.environment.default_data_dir`)."""
+    from kgdistill.environment import ROOT_ENV, apply_profile_env, export_data_dir
 
-    use_shared_data(ROOT)
-    os.environ.setdefault("KGDISTILL_ROOT", str(ROOT))
+    apply_profile_env(profile)
+    os.environ.setdefault(ROOT_ENV, str(ROOT))
+    export_data_dir()
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 

@@ -17,15 +17,12 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .plan import Config, PlannedRun, matching, planned_runs
-from .records import read_json
-
-try:
-    from .records import CHECKPOINT, RECORD, existing_record
-except ImportError:  # before records owned the run folder's files
-    from .training import CHECKPOINT, RECORD, existing_record
+from .records import CHECKPOINT, RECORD, existing_record, read_json
+from .runner import run as run_config
+from .runner import run_dir_for
 
 LOCK = "train.lock"
 STATES = ("done", "training", "partial", "missing")
@@ -88,30 +85,6 @@ def state(run_dir: Path) -> str:
     return "missing"
 
 
-def run_dir_for(config: Config, runs_dir: Path) -> Path:
-    return Path(runs_dir) / config.run_name()
-
-
-def teacher_of(config: Config) -> Config | None:
-    """The config of the finished run ``config`` distils from (KD, DistilE), else None."""
-    return type(config).from_dict(config.teacher) if config.teacher else None
-
-
-def trainer_for(config: Config) -> Callable[..., dict]:
-    """The function that trains ``config``'s kind of run (records it in ``runs_dir``)."""
-    try:
-        from .runner import run  # every family
-    except ImportError:  # before kgdistill.runner
-        from .distile.config import DistilEConfig
-
-        if isinstance(config, DistilEConfig):
-            from .distile.trainer import run_distile
-
-            return run_distile
-        from .training import run
-    return run
-
-
 # --- the --list report ------------------------------------------------------------------------------
 def report_lines(runs: Sequence[PlannedRun], runs_dir: Path, unused: bool = True) -> list[str]:
     """One line per run (state, paper dataset, rows, name; test MRR and minutes when done), a
@@ -158,7 +131,7 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
             if state(run_dir) == "done":
                 del pending[name]
                 continue
-            teacher = teacher_of(config)
+            teacher = config.teacher_config()
             if teacher is not None and state(run_dir_for(teacher, runs_dir)) == "training":
                 continue  # its frozen teacher is being trained by another process
             if not try_lock(run_dir):
@@ -183,7 +156,7 @@ def _train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_
     print(f"training {config.run_name()} ...", flush=True)
     # whole epochs only: stop at the first checkpoint past the deadline
     stop = None if deadline is None else _epochs_within(run_dir, config, deadline)
-    record = trainer_for(config)(config, runs_dir, device=device, show_progress=show_progress, stop_after_epoch=stop)
+    record = run_config(config, runs_dir, device=device, show_progress=show_progress, stop_after_epoch=stop)
     if record.get("status") == "complete":
         mrr = record["test"][record["selected_model"]]["all"]["MRR"]
         print(f"  done in {(time.time() - start) / 60:.1f} min: test MRR {mrr:.4f}", flush=True)
