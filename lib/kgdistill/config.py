@@ -24,7 +24,12 @@ METHODS: dict[str, dict[str, object]] = {
     "metasd": {"student": "pruned", "teacher": "mutual", "meta": True},
     "metasd_wo_p": {"student": "separate", "teacher": "mutual", "meta": True},
     "metasd_wo_m": {"student": "pruned", "teacher": "mutual", "meta": False},
+    # no distillation: a finished baseline (the source) pruned once by magnitude, then fine-tuned
+    # with that mask fixed (the equal-size study's "prune + fine-tune" row)
+    "prune_finetune": {"student": "pruned", "teacher": "source", "meta": False},
 }
+#: methods that start from a finished baseline run named in ``teacher``
+TEACHER_METHODS = ("kd", "prune_finetune")
 KL_MODES = ("target_first", "paper")
 MASK_SCHEDULES = ("epoch", "step")
 META_ORDERS = ("sequential", "simultaneous")
@@ -119,12 +124,18 @@ class RunConfig(ConfigBase):
     PAPER: ClassVar[str] = "metasd"
 
     def check(self) -> None:
-        if self.method == "kd" and not self.teacher:
-            raise ValueError("config field 'teacher': method 'kd' needs the config of a finished baseline run as teacher")
-        if self.method == "kd":
-            teacher = self.teacher_config()
-            if teacher.method != "baseline" or teacher.dataset.lower() != self.dataset.lower():
-                raise ValueError("config field 'teacher': the KD teacher must be a baseline run on the same dataset")
+        if self.method not in TEACHER_METHODS:
+            return
+        if not self.teacher:
+            raise ValueError(f"config field 'teacher': method {self.method!r} needs the config of a finished baseline run")
+        teacher = self.teacher_config()
+        if teacher.method != "baseline" or teacher.dataset.lower() != self.dataset.lower():
+            raise ValueError(f"config field 'teacher': the {self.method} teacher must be a baseline run on the same dataset")
+        if self.method == "prune_finetune" and (teacher.model, teacher.rank) != (self.model, self.rank):
+            raise ValueError(
+                f"config field 'teacher': prune_finetune prunes its source, so model and rank must match it "
+                f"(source {teacher.model} rank {teacher.rank}, this run {self.model} rank {self.rank})"
+            )
 
     # --- identity --------------------------------------------------------------------------
     @property
@@ -134,10 +145,12 @@ class RunConfig(ConfigBase):
     def ignored_fields(self) -> tuple[str, ...]:
         if self.method == "baseline":
             return DISTILL_FIELDS
+        if self.method == "prune_finetune":  # no distillation: only the rate and the source matter
+            return tuple(f for f in DISTILL_FIELDS if f not in ("gamma", "teacher"))
         return () if self.method == "kd" else ("teacher",)
 
     def teacher_config(self) -> "RunConfig | None":
-        return RunConfig.from_dict(self.teacher) if self.method == "kd" and self.teacher else None
+        return RunConfig.from_dict(self.teacher) if self.method in TEACHER_METHODS and self.teacher else None
 
     def run_name(self) -> str:
         return f"{self.method}-{self.dataset}-{self.model}-r{self.rank}-s{self.seed}-{self.config_hash()}"

@@ -26,7 +26,7 @@ from .distillation import DistillationLearner
 from .loop import TrainerBase, fit
 from .models import build_model, load_module_state
 from .records import BEST, CHECKPOINT, RECORD, existing_record, pick_device
-from .training import PlainLearner
+from .training import PlainLearner, PrunedFinetuneLearner
 
 __all__ = [
     "BEST", "CHECKPOINT", "RECORD", "config_from_record", "existing_record", "load_best", "make_trainer",
@@ -50,6 +50,8 @@ def make_trainer(config: ConfigBase, dataset: KGDataset, device: torch.device, t
         raise TypeError(f"no trainer for {type(config).__name__}; pass a RunConfig or a DistilEConfig")
     if config.method == "baseline":
         return PlainLearner(config, dataset, device)
+    if config.method == "prune_finetune":
+        return PrunedFinetuneLearner(config, dataset, device, teacher_state)
     return DistillationLearner(config, dataset, device, teacher_state)
 
 
@@ -145,7 +147,7 @@ def load_best(
         spec = config if name != "teacher" else config.teacher_config()
         module = build_backbone(spec.replace(dim=dim) if dim else spec, dataset)
     else:
-        spec = config.teacher_config() if (name == "teacher" and config.method == "kd") else config
+        spec = config.teacher_config() if (name == "teacher" and config.teacher_config()) else config
         module = build_model(spec.model, dataset.n_entities, dataset.n_relations, dim or spec.rank, spec.init_scale)
     load_module_state(module, state)
     return module.to(dev).eval(), record

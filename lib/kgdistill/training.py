@@ -17,7 +17,8 @@ from .config import RunConfig
 from .datasets import KGDataset
 from .evaluation import Scorer
 from .loop import TrainerBase
-from .models import KBCModel, build_model
+from .models import KBCModel, build_model, load_module_state
+from .pruning import magnitude_mask
 from .regularizers import regularize
 
 
@@ -143,3 +144,44 @@ class PlainLearner(Learner):
 
     def dims(self) -> dict[str, int]:
         return {"model": self.modules["model"].rank}
+
+
+class PrunedFinetuneLearner(Learner):
+    """A finished dense run (the *source*) pruned once by global magnitude at rate γ and
+    fine-tuned with that mask fixed on the baseline objective: no teacher, no distillation.
+
+    Pruned entries get zero gradient through the mask, so Adagrad never moves them and the
+    student's non-zero weights stay exactly the mask's ⌈(1−γ)·P⌉."""
+
+    selected = "student"
+
+    def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device, teacher_state: dict | None = None):
+        super().__init__(config, dataset, device)
+        if teacher_state is None:
+            raise ValueError("config field 'teacher': prune_finetune needs its source's trained weights; "
+                             "train it through kgdistill.runner.run, which loads them")
+        source = config.teacher_config()
+        model = build_model(source.model, dataset.n_entities, dataset.n_relations, source.rank, source.init_scale)
+        load_module_state(model, teacher_state)
+        model.set_masks(magnitude_mask(model.prunable(), config.gamma))
+        self.modules["student"] = model.to(device)
+        self.optimizers["student"] = torch.optim.Adagrad(model.parameters(), lr=config.learning_rate)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        model, optimizer = self.modules["student"], self.optimizers["student"]
+        with self.timed("step"):
+            loss, _ = fit_loss(model, batch, self.config, self.class_weights, masked=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return {"student": loss.detach()}
+
+    def scorers(self) -> dict[str, Scorer]:
+        model = self.modules["student"]
+        return {"student": lambda q: model.score_tails(q, masked=True)}
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        return {"student": self.modules["student"].parameter_counts()}
+
+    def dims(self) -> dict[str, int]:
+        return {"student": self.modules["student"].rank}
