@@ -16,26 +16,44 @@ import time
 
 import torch
 
-from kgdistill.datasets import load_dataset
-from kgdistill.evaluation import filtered_ranks
+from kgdistill.config import RunConfig
+from kgdistill.datasets import ARCHIVES, SPLITS, DatasetError, canonical_name, load_dataset
+from kgdistill.evaluation import TIE_POLICIES, filtered_ranks
 from kgdistill.models import BACKBONES, build_model
 from kgdistill.records import device_description, pick_device
 
+#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, eval batch, ties, seed
+DEFAULTS = RunConfig()
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+def dataset_name(name: str) -> str:
+    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
+    try:
+        return canonical_name(name)
+    except DatasetError:
+        return name
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="FB15k-237", help="benchmark name")
-    parser.add_argument("--split", default="test", choices=["valid", "test"])
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES), help="benchmark name")
+    parser.add_argument("--split", default="test", choices=[s for s in SPLITS if s != "train"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="embedding ranks to time")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum of each is kept")
-    parser.add_argument("--batch-size", type=int, default=500, help="queries per score matrix (the eval default)")
-    parser.add_argument("--model", default="ComplEx", choices=sorted(BACKBONES))
-    parser.add_argument("--init-scale", type=float, default=0.1, help="spread of the random embeddings (no all-tie scores)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size, help="queries per score matrix (the eval default)")
+    parser.add_argument("--tie-policy", default=DEFAULTS.tie_policy, choices=TIE_POLICIES, help="rank of tied scores")
+    parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
+    parser.add_argument("--init-scale", type=float, default=0.1,
+                        help="spread of the random embeddings (wider than training's init, so scores do not all tie)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: KGC_DATA_DIR or download)")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -58,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     filters = dataset.filters.to(device)
     print(
         f"eval_speed: {dataset.name} {args.split} ({len(queries)} queries x {dataset.n_entities} entities), "
-        f"{args.model}, batch {args.batch_size}, min of {args.repeats} interleaved repeats; "
+        f"{args.model}, batch {args.batch_size}, {args.tie_policy} ties, min of {args.repeats} interleaved repeats; "
         f"device {device_description(device)}"
     )
     print(f"{'rank':>6} {'eval s':>9} {'matmul s':>9} {'ratio':>7}")
@@ -69,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         model.requires_grad_(False)
 
         def evaluation():
-            filtered_ranks(model.score_tails, queries, filters, "pessimistic", args.batch_size)
+            filtered_ranks(model.score_tails, queries, filters, args.tie_policy, args.batch_size)
 
         @torch.no_grad()
         def products():
@@ -77,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 model.score_tails(queries[start : start + args.batch_size])
 
         # warm-up on a few batches (allocator, kernels), not timed
-        filtered_ranks(model.score_tails, queries[: 2 * args.batch_size], filters, "pessimistic", args.batch_size)
+        filtered_ranks(model.score_tails, queries[: 2 * args.batch_size], filters, args.tie_policy, args.batch_size)
         eval_s, matmul_s = float("inf"), float("inf")
         for _ in range(args.repeats):
             eval_s = min(eval_s, _timed(evaluation, device))

@@ -21,17 +21,32 @@ import time
 
 import torch
 
+from kgdistill.config import META_ORDERS, RunConfig
+from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
+from kgdistill.models import BACKBONES
+from kgdistill.records import pick_device
+from kgdistill.runner import make_trainer
 
-def build(args, method: str, meta_order: str = "sequential"):
-    from kgdistill import RunConfig, load_dataset
-    from kgdistill.training import make_learner
+#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, rank, batch, RP weight,
+#: the meta step's order
+DEFAULTS = RunConfig()
 
+
+def dataset_name(name: str) -> str:
+    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
+    try:
+        return canonical_name(name)
+    except DatasetError:
+        return name
+
+
+def build(args, method: str, meta_order: str = DEFAULTS.meta_order):
     dataset = load_dataset(args.dataset, args.data_dir)
     config = RunConfig(dataset=args.dataset, method=method, model=args.model, rank=args.rank,
                        batch_size=args.batch_size, init_scale=0.1, rp_weight=args.rp_weight, meta_order=meta_order)
     torch.manual_seed(0)
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    learner = make_learner(config, dataset, device, runs_dir=None)
+    device = pick_device(args.device)
+    learner = make_trainer(config, dataset, device)
     learner.start_epoch(1)
     train = dataset.reciprocal(dataset.train)
     batches = [train[torch.randperm(len(train))[: args.batch_size]].to(device) for _ in range(args.repeats + 1)]
@@ -58,19 +73,23 @@ def peak_memory_child(args) -> None:
     print(json.dumps({"peak_rss_mib": rss_mib, "cuda_peak_mib": cuda_mib}))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="FB15k-237")
-    parser.add_argument("--model", default="ComplEx", choices=["ComplEx", "CP", "RESCAL"])
-    parser.add_argument("--rank", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES))
+    parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
+    parser.add_argument("--rank", type=int, default=DEFAULTS.rank)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (after one warm-up)")
-    parser.add_argument("--rp-weight", type=float, default=0.0, help="relation-prediction weight of both steps")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: $KGC_DATA_DIR or download)")
+    parser.add_argument("--rp-weight", type=float, default=DEFAULTS.rp_weight, help="relation-prediction weight of both steps")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory of MetaSD steps in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.child:
         return peak_memory_child(args)
 
@@ -88,8 +107,8 @@ def main() -> None:
         memory_line = f"peak_rss_mib {memory['peak_rss_mib']:.0f}" + (
             f"  cuda_peak_mib {memory['cuda_peak_mib']:.0f}" if memory["cuda_peak_mib"] is not None else "")
     plain, plain_batches, device = build(args, "baseline")
-    variants = {order: build(args, "metasd", order)[:2] for order in ("sequential", "simultaneous")}
-    times = {"plain": [], "sequential": [], "simultaneous": []}
+    variants = {order: build(args, "metasd", order)[:2] for order in META_ORDERS}
+    times = {"plain": [], **{order: [] for order in META_ORDERS}}
     phases = {}
     for i in range(args.repeats):  # interleave so machine noise hits all alike
         times["plain"] += time_steps(plain, plain_batches[i : i + 2], device)

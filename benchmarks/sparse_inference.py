@@ -18,10 +18,22 @@ from pathlib import Path
 
 import torch
 
-from kgdistill import build_model, load_dataset
-from kgdistill.models import rank_for_budget
+from kgdistill.config import RunConfig
+from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
+from kgdistill.models import BACKBONES, build_model, rank_for_budget
 from kgdistill.pruning import magnitude_mask
 from kgdistill.sparse import SparseScorer, export_sparse, load_sparse
+
+#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, pruning rate γ, eval batch
+DEFAULTS = RunConfig()
+
+
+def dataset_name(name: str) -> str:
+    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
+    try:
+        return canonical_name(name)
+    except DatasetError:
+        return name
 
 
 def queries_per_second(scorer, queries: torch.Tensor, batch_size: int, repeats: int) -> float:
@@ -41,17 +53,21 @@ def state_bytes(model: torch.nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="FB15k-237")
-    parser.add_argument("--model", default="ComplEx", choices=["ComplEx", "CP", "RESCAL"])
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES))
+    parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--rank", type=int, default=500)
-    parser.add_argument("--gamma", type=float, default=0.9)
+    parser.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="pruning rate: the student keeps 1 - gamma of the weights")
     parser.add_argument("--queries", type=int, default=2000, help="test queries ranked per repeat")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size, help="queries per score matrix (the eval default)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     dataset = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(0)

@@ -14,27 +14,43 @@ import time
 import torch
 
 from kgdistill.config import RunConfig
-from kgdistill.datasets import load_dataset
+from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
 from kgdistill.models import BACKBONES
 from kgdistill.records import device_description, pick_device
+from kgdistill.regularizers import REGULARIZERS
 from kgdistill.training import PlainLearner
 
+#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, batch, regularizer, seed
+DEFAULTS = RunConfig()
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+def dataset_name(name: str) -> str:
+    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
+    try:
+        return canonical_name(name)
+    except DatasetError:
+        return name
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="FB15k-237", help="benchmark name")
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES), help="benchmark name")
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 500], help="embedding ranks to time")
-    parser.add_argument("--batch-size", type=int, default=1000, help="triples per training step")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="triples per training step")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
-    parser.add_argument("--model", default="ComplEx", choices=sorted(BACKBONES))
-    parser.add_argument("--regularizer", default="DURA_W")
+    parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
+    parser.add_argument("--regularizer", default=DEFAULTS.regularizer, choices=sorted(REGULARIZERS))
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: KGC_DATA_DIR or download)")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _sync(device: torch.device) -> None:

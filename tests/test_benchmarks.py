@@ -1,0 +1,82 @@
+"""benchmarks/*.py take their defaults and choice lists from the library, and each still runs.
+
+A benchmark option named like a :class:`~kgdistill.config.RunConfig` field defaults to that
+field's default (or to the field named in ``FROM_CONFIG``); the options left to a benchmark on
+purpose are listed in ``OWN``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from kgdistill.config import META_ORDERS, RunConfig
+from kgdistill.datasets import ARCHIVES
+from kgdistill.evaluation import TIE_POLICIES
+from kgdistill.models import BACKBONES
+from kgdistill.regularizers import REGULARIZERS
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+#: option -> the RunConfig field whose default it takes (options named like a field take that field's)
+FROM_CONFIG = {
+    "eval_speed": {"batch_size": "eval_batch_size"},
+    "sparse_inference": {"batch_size": "eval_batch_size"},
+}
+#: options named like a RunConfig field that are the benchmark's own on purpose
+OWN = {
+    "eval_speed": {"init_scale"},  # random embeddings wider than training's init, so scores do not all tie
+    "sparse_inference": {"rank"},  # the dense source's rank: large enough for sparse kernels to matter
+}
+CHOICES = {"model": sorted(BACKBONES), "dataset": sorted(ARCHIVES), "regularizer": sorted(REGULARIZERS),
+           "tie_policy": list(TIE_POLICIES)}
+#: the smallest settings that still print every figure: (arguments, what the output must hold)
+TINY = {
+    "eval_speed": (["--dataset", "umls", "--ranks", "8", "--repeats", "1", "--threads", "1"], ["eval_over_matmul_ratio"]),
+    "train_speed": (["--dataset", "UMLS", "--ranks", "8", "--batches", "2", "--warmup", "1", "--repeats", "1",
+                     "--threads", "1"], ["triples/s (best)"]),
+    "metasd_step": (["--dataset", "UMLS", "--rank", "8", "--batch-size", "200", "--repeats", "1", "--device", "cpu"],
+                    ["plain step", *(f"{order} phases" for order in META_ORDERS), "metasd_over_plain_step_ratio"]),
+    "sparse_inference": (["--dataset", "UMLS", "--rank", "16", "--queries", "100", "--repeats", "1"],
+                         ["sparse student, CSR kernel", "dense model of equal size"]),
+}
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_benchmark_is_checked():
+    assert sorted(p.stem for p in BENCHMARKS.glob("*.py")) == sorted(TINY)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_defaults_and_choices_are_the_librarys(name):
+    parser = load(name).build_parser()
+    actions = {a.dest: a for a in parser._actions}
+    checked = 0
+    for dest, action in actions.items():
+        field = FROM_CONFIG.get(name, {}).get(dest, dest)
+        if field in DEFAULTS and dest not in OWN.get(name, set()):
+            assert action.default == DEFAULTS[field], f"{name} --{dest}: {action.default!r} is not RunConfig().{field}"
+            checked += 1
+        if dest in CHOICES:
+            assert list(action.choices) == CHOICES[dest], f"{name} --{dest} choices"
+    assert checked >= 3 and {"dataset", "model"} <= set(actions)
+    assert parser.parse_args(["--dataset", "wn18rr"]).dataset == "WN18RR"  # any case, as load_dataset takes it
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "no-such-graph"])
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_runs_with_its_smallest_settings(name, capsys):
+    argv, expected = TINY[name]
+    load(name).main(argv)
+    out = capsys.readouterr().out
+    assert all(text in out for text in expected), out
