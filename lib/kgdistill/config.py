@@ -30,7 +30,10 @@ METHODS: dict[str, dict[str, object]] = {
 }
 #: methods that start from a finished baseline run named in ``teacher``
 TEACHER_METHODS = ("kd", "prune_finetune")
-KL_MODES = ("target_first", "paper")
+KL_MODES = ("target_first", "paper", "official")
+LOSS_WEIGHTINGS = ("alpha_beta", "unit")
+QUIZ_SELECTIONS = ("random", "head")
+QUIZ_PER_META_STEP = ("batch", "all")
 MASK_SCHEDULES = ("epoch", "step")
 META_ORDERS = ("sequential", "simultaneous")
 
@@ -39,8 +42,10 @@ META_ORDERS = ("sequential", "simultaneous")
 DISTILL_FIELDS = (
     "gamma", "alpha", "beta", "temperature", "kl_mode", "student_rank", "meta_lr", "virtual_lr",
     "quiz_fraction", "quiz_batch_size", "mask_schedule", "meta_order", "teacher",
+    # the official code's choices (docs/official_code_audit.md, point 4) and student evaluation
+    "kl_temperature_squared", "loss_weighting", "teacher_warm_step", "quiz_selection", "quiz_per_meta_step",
+    "soft_mask_epsilon", "student_eval_modes", "student_eval_gammas",
 )
-
 
 @dataclass(frozen=True)
 class RunConfig(ConfigBase):
@@ -104,6 +109,28 @@ class RunConfig(ConfigBase):
     meta_order: str = "sequential"
     #: KD only: the RunConfig fields (as a dict) of the finished baseline run used as teacher.
     teacher: dict | None = field(default=None, compare=False)
+    # --- the official code's choices (docs/official_code_audit.md); defaults = the paper's equations
+    #: multiply the KL by T² (Hinton et al.); the official code does not
+    kl_temperature_squared: bool = True
+    #: "alpha_beta": L = α·CE + (1−α)·KL + reg (Eq. 3/10); "unit": L = CE + KL + reg, the official sums
+    loss_weighting: str = "alpha_beta"
+    #: the official "Step 0": one plain update of the source on its baseline objective (same
+    #: Adagrad as Actual-Train) before each virtual step
+    teacher_warm_step: bool = False
+    #: the quiz set Q: a seeded "random" share of the reciprocal training triples, or their
+    #: "head" in file order (the official code: the first 2%, i.e. 4% of train.txt, forward only)
+    quiz_selection: str = "random"
+    #: each meta step on one quiz "batch", or on "all" of Q in chunks (mean of chunk means)
+    quiz_per_meta_step: str = "batch"
+    #: soft mask in training: pruned weights enter as ε·w (official 1e-8) and keep a gradient, so
+    #: under Adagrad they still move and can re-enter the next epoch's mask; evaluation stays hard
+    soft_mask_epsilon: float = 0.0
+    # --- evaluation of a pruned student (stored in the record as "student_eval") ----------
+    #: "pruned" (queries and candidates masked, what the tables report) and "official_dense"
+    #: (masked queries against the unmasked entity table, as the official score() does)
+    student_eval_modes: tuple = ("pruned", "official_dense")
+    #: extra pruning rates at which the trained source is evaluated (official scripts: 0.8)
+    student_eval_gammas: tuple = ()
 
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
         "method": choice(METHODS),
@@ -119,11 +146,23 @@ class RunConfig(ConfigBase):
         "alpha": within(0.0, 1.0),
         "beta": within(0.0, 1.0),
         "quiz_fraction": within(0.0, 1.0, low_open=True, high_open=True),
+        "kl_temperature_squared": choice((True, False)),
+        "loss_weighting": choice(LOSS_WEIGHTINGS),
+        "teacher_warm_step": choice((True, False)),
+        "quiz_selection": choice(QUIZ_SELECTIONS),
+        "quiz_per_meta_step": choice(QUIZ_PER_META_STEP),
+        "soft_mask_epsilon": within(0.0, 1.0, high_open=True),
         **ConfigBase.FIELD_RULES,
+    }
+    LATE_FIELDS: ClassVar[dict] = {
+        **ConfigBase.LATE_FIELDS, "kl_temperature_squared": True, "loss_weighting": "alpha_beta",
+        "teacher_warm_step": False, "quiz_selection": "random", "quiz_per_meta_step": "batch",
+        "soft_mask_epsilon": 0.0, "student_eval_modes": ("pruned", "official_dense"), "student_eval_gammas": (),
     }
     PAPER: ClassVar[str] = "metasd"
 
     def check(self) -> None:
+        self._check_official_switches()
         if self.method not in TEACHER_METHODS:
             return
         if not self.teacher:
@@ -136,6 +175,37 @@ class RunConfig(ConfigBase):
                 f"config field 'teacher': prune_finetune prunes its source, so model and rank must match it "
                 f"(source {teacher.model} rank {teacher.rank}, this run {self.model} rank {self.rank})"
             )
+
+    def _check_official_switches(self) -> None:
+        """Switches that only make sense for some methods fail before training, naming the field."""
+        switches = METHODS[self.method]
+        late = self.LATE_FIELDS
+
+        def changed(name: str) -> bool:
+            return getattr(self, name) != late[name]
+
+        needs = {
+            "quiz_selection": (switches["meta"], "a meta method (metasd, metasd_wo_p)"),
+            "quiz_per_meta_step": (switches["meta"], "a meta method (metasd, metasd_wo_p)"),
+            "teacher_warm_step": (switches["teacher"] == "mutual", "a mutually trained teacher (dml, metasd*)"),
+            "soft_mask_epsilon": (switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m)"),
+            "student_eval_modes": (switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m, prune_finetune)"),
+            "student_eval_gammas": (switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m, prune_finetune)"),
+        }
+        for name, (applies, what) in needs.items():
+            if changed(name) and not applies:
+                raise ValueError(f"config field {name!r}: applies only to {what}, not method {self.method!r}; "
+                                 f"remove it from this recipe")
+        if self.kl_mode == "official" and self.meta_order == "simultaneous":
+            raise ValueError("config field 'meta_order': 'simultaneous' reuses the virtual step's student loss, which "
+                             "kl_mode 'official' defines differently from Actual-Train's; use 'sequential'")
+        if switches["student"] == "pruned":
+            from .evalmodes import check_gamma, check_mode
+
+            for mode in self.student_eval_modes:
+                check_mode(mode)
+            for gamma in self.student_eval_gammas:
+                check_gamma(gamma)
 
     # --- identity --------------------------------------------------------------------------
     @property

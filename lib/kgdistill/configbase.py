@@ -78,16 +78,19 @@ def unknown_keys_message(unknown: Iterable[str], valid: Iterable[str], what: str
     return f"unknown {what}(s) {unknown}{hint}; valid names are {valid}"
 
 
-#: Fields added after records existed: left out of the identity while at their default.
-LATE_FIELDS: dict[str, Any] = {"patience": 0, "min_delta": 0.0}
-
-
-def _without_late_defaults(data: dict) -> dict:
+def _without_late_defaults(data: dict, late: dict[str, Any]) -> dict:
     """``data`` less the late fields at their default, also inside a nested ``teacher`` config."""
-    out = {k: v for k, v in data.items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
+    out = {k: v for k, v in data.items() if not (k in late and _same(v, late[k]))}
     if isinstance(out.get("teacher"), dict):
-        out["teacher"] = _without_late_defaults(out["teacher"])
+        out["teacher"] = _without_late_defaults(out["teacher"], late)
     return out
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Equality that treats a list read from JSON/YAML like the tuple default it stands for."""
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return value == default
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,22 @@ class ConfigBase:
         "learning_rate": positive(),
         "patience": non_negative(),
         "min_delta": non_negative(),
+        "test_history": choice((True, False)),
     }
+    #: record test metrics at every evaluation too (``history[i]["test"]``), to measure what
+    #: selecting on test would have picked (:mod:`kgdistill.selection`); selection stays on validation
+    test_history: bool = False
+
+    #: Fields added after records existed, with their defaults: left out of the identity while at
+    #: their default, so adding one never changes an existing record's hash. Subclasses extend it.
+    LATE_FIELDS: ClassVar[dict[str, Any]] = {"patience": 0, "min_delta": 0.0, "test_history": False}
     #: which paper family the config belongs to ("metasd" or "distile"), stored in records
     PAPER: ClassVar[str] = "base"
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # YAML/JSON give lists where a field holds a tuple
+            if isinstance(f.default, tuple) and isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
         self.validate()
 
     # --- validation ------------------------------------------------------------------------
@@ -143,7 +157,7 @@ class ConfigBase:
         data = self.to_dict()
         for name in self.ignored_fields():
             data.pop(name, None)
-        return _without_late_defaults(data)
+        return _without_late_defaults(data, self.LATE_FIELDS)
 
     def config_hash(self) -> str:
         return stable_hash(self.identity())

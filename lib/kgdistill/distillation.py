@@ -33,76 +33,9 @@ from .datasets import KGDataset
 from .evaluation import Scorer
 from .models import KBCModel, build_model, load_module_state, rank_for_budget
 from .pruning import kept_count, magnitude_mask, mask_density
-from .training import Learner, Losses, supervised_loss
-
-
-def tempered_log_probs(scores: torch.Tensor, temperature: float, log_probs: torch.Tensor | None = None) -> torch.Tensor:
-    """log softmax(scores / temperature) over entities; reuses ``log_probs`` (T = 1) when given."""
-    if temperature == 1.0:
-        return log_probs if log_probs is not None else F.log_softmax(scores, dim=-1)
-    return F.log_softmax(scores / temperature, dim=-1)
-
-
-def distillation_kl(
-    learner_log_p: torch.Tensor, other_log_p: torch.Tensor, temperature: float, mode: str, learner_is_student: bool
-) -> torch.Tensor:
-    """Batch-mean KL between two tempered log-distributions (B, N), × temperature² (Hinton et al.).
-
-    ``mode="target_first"``: KL(other ‖ learner), the usual distillation direction (the learner
-    matches the other model's distribution). ``mode="paper"``: KL(S ‖ T) whichever model learns,
-    as Eq. 2 and Eq. 9 are written. Gradients flow into whichever inputs require them; callers
-    detach the side that must not learn.
-    """
-    if mode == "target_first" or not learner_is_student:
-        # KL(p_o ‖ p_l); in "paper" mode the teacher's KL(S ‖ T) is this too (other = S)
-        kl = F.kl_div(learner_log_p, other_log_p, reduction="batchmean", log_target=True)
-    else:  # paper mode, student learning: KL(p_S ‖ p_T) with the student first
-        kl = F.kl_div(other_log_p, learner_log_p, reduction="batchmean", log_target=True)
-    return kl * temperature**2
-
-
-class _DistilledCrossEntropy(torch.autograd.Function):
-    """a·CE(z, y) + b·KL(p_o ‖ softmax(z)) from precomputed log-softmax, gradient in closed form.
-
-    ∂/∂z = a·c_i (p − e_y) + (b/B)(p − p_o), with c_i the weight of row i in the (class-weighted)
-    mean. Three passes over the (B, N) matrix backward instead of autograd's chain through
-    log-softmax, nll and kl_div.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, log_p, targets, other_log_p, a, b, row_weights):
-        n = log_p.shape[0]
-        rows = torch.arange(n, device=log_p.device)
-        coef = row_weights / row_weights.sum() if row_weights is not None else torch.full((n,), 1.0 / n, device=log_p.device, dtype=log_p.dtype)
-        ce = -(log_p[rows, targets] * coef).sum()
-        p_other = other_log_p.exp()
-        kl = (p_other * (other_log_p - log_p)).sum() / n
-        ctx.save_for_backward(log_p, targets, p_other, coef)
-        ctx.a, ctx.b = a, b
-        return a * ce + b * kl
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        log_p, targets, p_other, coef = ctx.saved_tensors
-        a, b, n = ctx.a, ctx.b, log_p.shape[0]
-        grad = log_p.exp().mul_(((a * coef + b / n) * grad_out).unsqueeze(1))
-        grad.addcmul_(p_other, grad_out * (-b / n))
-        grad[torch.arange(n, device=grad.device), targets] -= a * coef * grad_out
-        return grad, None, None, None, None, None, None
-
-
-def distilled_cross_entropy(
-    terms: Losses, other_log_p: torch.Tensor, weight: float, class_weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """weight·CE(terms) + (1 − weight)·KL(other ‖ terms' distribution) at temperature 1.
-
-    Equals the unfused ``weight·F.cross_entropy + (1−weight)·distillation_kl(.., "target_first")``
-    (tested); ``terms`` must come from ``supervised_loss(..., tail_ce=False)``.
-    """
-    row_weights = class_weights[terms.targets] if class_weights is not None else None
-    return _DistilledCrossEntropy.apply(
-        terms.scores, terms.log_probs, terms.targets, other_log_p, weight, 1.0 - weight, row_weights
-    )
+from .distill_losses import distillation_kl, distilled_cross_entropy, tempered_log_probs
+from .evalmodes import student_eval_rows
+from .training import Learner, Losses, fit_loss, supervised_loss
 
 
 class DistillationLearner(Learner):
@@ -144,9 +77,12 @@ class DistillationLearner(Learner):
         if self.meta:
             self.optimizers["meta"] = torch.optim.Adagrad(teacher.parameters(), lr=config.meta_lr)
             train = dataset.reciprocal(dataset.train)
-            quiz_gen = torch.Generator().manual_seed(config.seed + 1)
-            size = max(1, int(round(config.quiz_fraction * len(train))))
-            self.quiz = train[torch.randperm(len(train), generator=quiz_gen)[:size]].to(device)
+            if config.quiz_selection == "head":  # official: the first rows in file order
+                self.quiz = train[: max(1, int(config.quiz_fraction * len(train)))].to(device)
+            else:
+                quiz_gen = torch.Generator().manual_seed(config.seed + 1)
+                size = max(1, int(round(config.quiz_fraction * len(train))))
+                self.quiz = train[torch.randperm(len(train), generator=quiz_gen)[:size]].to(device)
             self.quiz_generator = torch.Generator().manual_seed(config.seed + 2)
             self.quiz_batch_size = config.quiz_batch_size or config.batch_size
         if self.pruned:
@@ -169,11 +105,32 @@ class DistillationLearner(Learner):
             with self.timed("mask"):
                 self.recompute_mask()
 
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
+        """The family's epoch, with the soft training mask (``soft_mask_epsilon``) in force."""
+        source = self.modules["teacher"]
+        source.mask_epsilon = self.config.soft_mask_epsilon if self.pruned else 0.0
+        try:
+            return super().train_epoch(epoch, generator)
+        finally:
+            source.mask_epsilon = 0.0  # evaluation and export always use the hard mask
+
+    def final_evaluations(self, dataset: KGDataset, device: torch.device) -> dict:
+        """A pruned student at the selected epoch, test split, in every ``student_eval_modes`` at
+        the training rate γ and at each ``student_eval_gammas`` (mask recomputed from the same
+        weights), with the non-zero parameters each reads: the record's ``student_eval``."""
+        if not self.pruned:
+            return {}
+        c = self.config
+        rows = student_eval_rows(self.modules["teacher"], dataset, c.student_eval_modes, c.student_eval_gammas,
+                                 c.gamma, c.tie_policy, c.eval_batch_size)
+        return {"student_eval": rows}
+
     # --- losses ----------------------------------------------------------------------------------
     @property
     def fused(self) -> bool:
         """CE and KL computed together (:func:`distilled_cross_entropy`): the default KL mode at T = 1."""
-        return self.config.kl_mode == "target_first" and self.config.temperature == 1.0
+        c = self.config
+        return c.kl_mode == "target_first" and c.temperature == 1.0 and c.loss_weighting == "alpha_beta"
 
     def terms(self, model: KBCModel, batch: torch.Tensor, masked: bool = False, params: dict | None = None) -> Losses:
         return supervised_loss(model, batch, self.config, self.class_weights, masked, params=params, tail_ce=not self.fused)
@@ -184,21 +141,26 @@ class DistillationLearner(Learner):
             return terms.log_probs
         return tempered_log_probs(terms.scores, self.config.temperature, terms.log_probs).detach()
 
-    def student_objective(self, student: Losses, teacher_log_p: torch.Tensor) -> torch.Tensor:
-        """L_S = α·CE(S) + (1−α)·KL + reg(S); ``teacher_log_p`` tempered and detached."""
-        return self._objective(student, teacher_log_p, self.config.alpha, learner_is_student=True)
+    def student_objective(self, student: Losses, teacher_log_p: torch.Tensor, virtual: bool = False) -> torch.Tensor:
+        """L_S = α·CE(S) + (1−α)·KL + reg(S) (``loss_weighting: unit``: CE + KL + reg);
+        ``teacher_log_p`` tempered; ``virtual``: the virtual step's loss (``kl_mode: official``
+        orders its KL mix differently there)."""
+        return self._objective(student, teacher_log_p, self.config.alpha, learner_is_student=True, virtual=virtual)
 
     def teacher_objective(self, teacher: Losses, student_log_p: torch.Tensor) -> torch.Tensor:
         """L_T = β·CE(T) + (1−β)·KL + reg(T) (Eq. 10)."""
         return self._objective(teacher, student_log_p, self.config.beta, learner_is_student=False)
 
-    def _objective(self, own: Losses, other_log_p: torch.Tensor, weight: float, learner_is_student: bool):
+    def _objective(self, own: Losses, other_log_p: torch.Tensor, weight: float, learner_is_student: bool,
+                   virtual: bool = False):
         c = self.config
         if self.fused:
             return distilled_cross_entropy(own, other_log_p, weight, self.class_weights) + weight * own.fit + own.penalty
         own_log_p = tempered_log_probs(own.scores, c.temperature, own.log_probs)
-        kl = distillation_kl(own_log_p, other_log_p, c.temperature, c.kl_mode, learner_is_student)
-        return weight * own.fit + (1 - weight) * kl + own.penalty
+        kl = distillation_kl(own_log_p, other_log_p, c.temperature, c.kl_mode, learner_is_student,
+                             virtual=virtual, squared=c.kl_temperature_squared)
+        fit_weight, kl_weight = (1.0, 1.0) if c.loss_weighting == "unit" else (weight, 1 - weight)
+        return fit_weight * own.fit + kl_weight * kl + own.penalty
 
     # --- one step of Algorithm 1 -------------------------------------------------------------------
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -208,13 +170,31 @@ class DistillationLearner(Learner):
         out = {}
         if self.meta and self.config.meta_order == "simultaneous":
             return self.simultaneous_step(batch)
+        if self.config.teacher_warm_step:
+            with self.timed("warm"):
+                out["warm"] = self.warm_step(batch)
         if self.meta:
             out["quiz"] = self.meta_step(batch)
         with self.timed("actual"):
             out.update(self.actual_step(batch))
         return out
 
+    def warm_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """The official "Step 0": one update of the source on its baseline objective (CE + RP +
+        reg) with the Actual-Train optimizer, before the virtual step."""
+        teacher, optimizer = self.modules["teacher"], self.optimizers["actual"]
+        loss, _ = fit_loss(teacher, batch, self.config, self.class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
     def sample_quiz(self) -> torch.Tensor:
+        """A quiz batch drawn with replacement, or (``quiz_per_meta_step: all``) Q reshuffled."""
+        if self.config.quiz_per_meta_step == "all":
+            order = torch.randperm(len(self.quiz), generator=self.quiz_generator)
+            return self.quiz[order.to(self.quiz.device)]
         idx = torch.randint(len(self.quiz), (self.quiz_batch_size,), generator=self.quiz_generator)
         return self.quiz[idx.to(self.quiz.device)]
 
@@ -288,16 +268,14 @@ class DistillationLearner(Learner):
                 with torch.no_grad():
                     t_log_p = tempered_log_probs(t_scores, c.temperature)
             student_terms = self.terms(student, batch, params=theta_s)
-            loss_s = self.student_objective(student_terms, t_log_p)
+            loss_s = self.student_objective(student_terms, t_log_p, virtual=True)
             grads = self._masked(dict(zip(theta_s, torch.autograd.grad(loss_s, list(theta_s.values())))), masks)
             theta_virtual = {k: (theta_s[k] - c.virtual_lr * grads[k]).detach().requires_grad_() for k in theta_s}
             if c.meta_order != "simultaneous":  # only the simultaneous step reuses ∇θ_S L_S
                 grads = None
         with self.timed("meta"):
-            q_scores = functional_call(student, theta_virtual, (quiz,))[0]
-            quiz_loss = F.cross_entropy(q_scores, quiz[:, 2], weight=self.class_weights)
-            v = self._masked(dict(zip(theta_virtual, torch.autograd.grad(quiz_loss, list(theta_virtual.values())))), masks)
-            del theta_virtual, q_scores
+            quiz_loss, v = self.quiz_direction(theta_virtual, quiz, masks)
+            del theta_virtual
             u = self.logit_tangent(batch, {k: t.detach() for k, t in theta_s.items()}, v)
             grad_t_scores = self.meta_grad_of_teacher_logits(student_terms.scores.detach(), t_log_p, u)
             meta_grads = torch.autograd.grad(
@@ -305,6 +283,22 @@ class DistillationLearner(Learner):
             )
         s_grads = list(grads.values()) if grads is not None else None
         return quiz_loss.detach(), list(meta_grads), (t_terms, student_terms, s_grads, loss_s)
+
+    def quiz_direction(self, theta_virtual: dict, quiz: torch.Tensor, masks: dict | None) -> tuple[torch.Tensor, dict]:
+        """v = ∇_{θ'} CE(S'(quiz)) and the quiz loss. ``quiz_per_meta_step: all`` (official) takes
+        the mean of chunk means over Q in chunks of ``quiz_batch_size``; the meta-gradient is
+        linear in v, so the mean of the chunks' v gives the mean of their meta-gradients."""
+        size = len(quiz) if self.config.quiz_per_meta_step == "batch" else self.quiz_batch_size
+        chunks = quiz.split(size)
+        loss_sum, v = 0.0, None
+        for chunk in chunks:
+            scores = functional_call(self.student, theta_virtual, (chunk,))[0]
+            loss = F.cross_entropy(scores, chunk[:, 2], weight=self.class_weights)
+            grads = torch.autograd.grad(loss, list(theta_virtual.values()))
+            v = list(grads) if v is None else [a + b for a, b in zip(v, grads)]
+            loss_sum = loss_sum + loss.detach()
+        v = {k: g / len(chunks) for k, g in zip(theta_virtual, v)} if len(chunks) > 1 else dict(zip(theta_virtual, v))
+        return loss_sum / len(chunks), self._masked(v, masks)
 
     @staticmethod
     def _masked(tensors: dict, masks: dict | None) -> dict:
@@ -329,22 +323,30 @@ class DistillationLearner(Learner):
         return dq @ student._candidates(entity).T + q @ student._candidates(d_entity).T
 
     def meta_grad_of_teacher_logits(self, s_scores: torch.Tensor, t_log_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """∂/∂z_T of −λ(1−α)⟨∂KL/∂z_S, u⟩ in closed form, (B, N); z = logits, T = temperature.
+        """∂/∂z_T of −λ·w·⟨∂KL/∂z_S, u⟩ in closed form, (B, N); z = logits, T = temperature,
+        w = 1−α (``loss_weighting: unit``: 1), KL × T² unless ``kl_temperature_squared`` is off.
 
-        target_first, KL(p_T ‖ p_S):  ∂KL/∂z_S = T (p_S − p_T) / B, so the z_T-gradient is
-        λ(1−α)/B · p_T ⊙ (u − ⟨p_T, u⟩).  paper, KL(p_S ‖ p_T): the z_T-dependent part of
-        ⟨∂KL/∂z_S, u⟩ is −(T/B)⟨w, log p_T⟩ with w = p_S ⊙ u − ⟨p_S, u⟩ p_S (rows of w sum to 0),
-        giving λ(1−α)/B · w. Checked against finite differences in the tests.
+        With the term g(p) = p ⊙ (u − ⟨p, u⟩):  target_first, KL(p_T ‖ p_S): λw/B · g(p_T);
+        paper, KL(p_S ‖ p_T): λw/B · g(p_S) (its z_T-dependent part is −(T/B)⟨w, log p_T⟩ with
+        w = g(p_S), rows summing to 0); official, 3·KL(p_T ‖ p_S') + KL(p_S' ‖ p_T): the same mix
+        of the two. Without T² every term is divided by T². Checked against finite differences.
         """
         c = self.config
-        scale = c.virtual_lr * (1 - c.alpha) / len(u)
+        weight = 1.0 if c.loss_weighting == "unit" else 1 - c.alpha
+        scale = c.virtual_lr * weight / len(u) * (1.0 if c.kl_temperature_squared else 1.0 / c.temperature**2)
+
+        def term(p: torch.Tensor) -> torch.Tensor:
+            w = p * u
+            w -= p * w.sum(-1, keepdim=True)
+            return w
+
         if c.kl_mode == "target_first":
-            p = t_log_p.exp()
+            out = term(t_log_p.exp())
+        elif c.kl_mode == "paper":
+            out = term(tempered_log_probs(s_scores, c.temperature).exp())
         else:
-            p = tempered_log_probs(s_scores, c.temperature).exp()
-        w = p * u
-        w -= p * w.sum(-1, keepdim=True)
-        return w.mul_(scale)
+            out = 3.0 * term(t_log_p.exp()) + term(tempered_log_probs(s_scores, c.temperature).exp())
+        return out.mul_(scale)
 
     def actual_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actual-Train (Eq. 7–11): S on L_S, T on L_T (mutual) with the other side detached."""

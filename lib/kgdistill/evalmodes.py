@@ -185,6 +185,26 @@ def evaluate_student(
     }
 
 
+def student_eval_rows(
+    model: KBCModel,
+    dataset: KGDataset,
+    modes: Iterable[str],
+    gammas: Iterable[float],
+    train_gamma: float,
+    tie_policy: str = "pessimistic",
+    batch_size: int = 500,
+) -> list[dict]:
+    """Test evaluation of a pruned student in each of ``modes``, at its training rate and at each
+    extra rate of ``gammas``: rows ``{mode, gamma, metrics (all), read}`` as records store them."""
+    rows = []
+    for gamma in (None, *gammas):
+        for mode in modes:
+            result = evaluate_student(model, dataset, mode, gamma, "test", tie_policy, batch_size)
+            rows.append({"mode": mode, "gamma": float(train_gamma if gamma is None else gamma),
+                         "metrics": result["metrics"]["all"], "read": result["read"]})
+    return rows
+
+
 # --- what each mode reads -----------------------------------------------------------------------
 @torch.no_grad()
 def read_counts(model: KBCModel, mode: str = "pruned", gamma: float | None = None, masks: Masks | None = None) -> dict:

@@ -88,6 +88,11 @@ class TrainerBase:
         """Each model's rank (MetaSD family) or dim (DistilE), stored in the record."""
         raise NotImplementedError
 
+    def final_evaluations(self, dataset: KGDataset, device: torch.device) -> dict:
+        """Extra record fields computed once at the selected epoch (e.g. a pruned student's
+        evaluation modes); none by default."""
+        return {}
+
     def record_fields(self, history: list[dict]) -> dict:
         """What the record adds for this trainer (sizes, dims, phase timings, ...)."""
         return {"parameter_counts": {n: m.parameter_counts() for n, m in self.modules.items()}, "dims": self.dims()}
@@ -134,9 +139,10 @@ class TrainerBase:
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
-def _validate(trainer: TrainerBase, dataset: KGDataset, config: ConfigBase, device: torch.device) -> dict:
+def _validate(trainer: TrainerBase, dataset: KGDataset, config: ConfigBase, device: torch.device,
+              split: str = "valid") -> dict:
     return {
-        name: evaluation_report(s, dataset, "valid", config.tie_policy, config.eval_batch_size, device=device)["all"]
+        name: evaluation_report(s, dataset, split, config.tie_policy, config.eval_batch_size, device=device)["all"]
         for name, s in trainer.valid_scorers().items()
     }
 
@@ -197,6 +203,8 @@ def fit(
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
             t0 = time.perf_counter()
             entry["valid"] = _validate(trainer, dataset, config, device)
+            if config.test_history:  # for measuring test-set selection only; selection reads valid
+                entry["test"] = _validate(trainer, dataset, config, device, split="test")
             # apart from "seconds" (training only): filtered validation can outlast the epoch itself
             entry["valid_seconds"] = time.perf_counter() - t0
             mrr = entry["valid"][trainer.selected]["MRR"]
@@ -251,6 +259,7 @@ def fit(
         "stop_reason": "plateau" if plateau.reached else "budget",
         "provenance": provenance(device),
         **trainer.record_fields(history),
+        **trainer.final_evaluations(dataset, device),
         **(extra_record or {}),
     }
     atomic_write_json(out / RECORD, record)

@@ -33,6 +33,8 @@ class KBCModel(nn.Module):
         self.relation = nn.Parameter(torch.randn(2 * n_relations, self.relation_width(rank)) * init_scale)
         self.register_buffer("entity_mask", None)
         self.register_buffer("relation_mask", None)
+        #: > 0 makes masked tables soft, W ⊙ (M + ε) (the official code's training mask, 1e-8)
+        self.mask_epsilon = 0.0
 
     # --- sizes (each backbone states its own; budgets and footprints use them) ---------------
     @staticmethod
@@ -73,6 +75,9 @@ class KBCModel(nn.Module):
         if masked:
             if self.entity_mask is None:
                 raise RuntimeError("masked scoring asked for but no pruning mask is installed; call set_masks first")
+            if self.mask_epsilon:
+                eps = self.mask_epsilon
+                return self.entity * (self.entity_mask + eps), self.relation * (self.relation_mask + eps)
             return self.entity * self.entity_mask, self.relation * self.relation_mask
         return self.entity, self.relation
 

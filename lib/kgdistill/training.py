@@ -19,6 +19,7 @@ from .evaluation import Scorer
 from .loop import TrainerBase
 from .models import KBCModel, build_model, load_module_state
 from .pruning import magnitude_mask
+from .evalmodes import student_eval_rows
 from .regularizers import regularize
 
 
@@ -185,3 +186,8 @@ class PrunedFinetuneLearner(Learner):
 
     def dims(self) -> dict[str, int]:
         return {"student": self.modules["student"].rank}
+
+    def final_evaluations(self, dataset: KGDataset, device: torch.device) -> dict:
+        c = self.config
+        return {"student_eval": student_eval_rows(self.modules["student"], dataset, c.student_eval_modes,
+                                                  c.student_eval_gammas, c.gamma, c.tie_policy, c.eval_batch_size)}
