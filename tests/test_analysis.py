@@ -33,3 +33,6 @@ def test_one_shot_pruning_of_a_trained_baseline(umls, tmp_path):
     assert not model.has_masks  # left as it was
     with pytest.raises(ValueError, match="baseline"):
         load_best(config.replace(method="dml"), tmp_path, umls)
+    (tmp_path / config.run_name() / "best.pt").unlink()  # a committed record without its weights
+    with pytest.raises(FileNotFoundError, match="checkpoints are not committed"):
+        load_best(config, tmp_path, umls)

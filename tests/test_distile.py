@@ -252,7 +252,7 @@ def test_inference_table_rows(nations):
 
 
 def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_dir):
-    from kgdistill.distile.experiments import DistilEStudy, compare
+    from kgdistill.distile.grid import DistilEStudy, compare
 
     section = {
         "datasets": {"WN18RR": "Nations"}, "models": ["ComplEx"], "teacher_dim": 8, "student_dims": [4],
@@ -276,7 +276,8 @@ def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_di
 
 def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
     # scripts/train_runs.py trains planned_runs ahead of notebook 06: they must be exactly its runs
-    from kgdistill.distile.experiments import DistilEStudy, planned_runs
+    from kgdistill.distile.grid import DistilEStudy
+    from kgdistill.distile.planning import planned_runs
 
     section = {
         "datasets": {"WN18RR": "Nations", "FB15k-237": "Nations"}, "models": ["TransE"], "teacher_dim": 8,
@@ -300,3 +301,44 @@ def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
     assert users[planned[0].run_name()] == ["Table 3", "Table 4", "Table 6", "Figure 2", "Figure 3"]  # dim-8 teacher
     assert sum(used == ["Figure 2"] for used in users.values()) == 2  # the dim-16 teacher and its student
     assert planned_runs({**section, "grid": {"alpha": [0.3, 0.7]}}) == []  # a grid decides by training
+
+
+def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
+    """link_prediction_table / ablation_table / timing_table map the profile's dims to the paper's
+    (teacher -> 64, students -> 32/16/8 by position) and read the published numbers of that cell."""
+    from kgdistill.distile.grid import LINK_TABLES, DistilEStudy, paper_dims
+    from kgdistill.profile import published
+
+    assert paper_dims(16, [8, 4, 2]) == {16: 64, 8: 32, 4: 16, 2: 8} and paper_dims(None, [5]) == {5: 32}
+    assert list(LINK_TABLES.items()) == [("WN18RR", 3), ("FB15k-237", 4)]
+
+    def row(model, dim, method, mrr):
+        return {"model": model, "dim": dim, "method": method, "MRR": mrr, "H@10": mrr, "H@3": mrr, "H@1": mrr, "run": "r"}
+
+    class Canned(DistilEStudy):  # the experiments' rows without training
+        def link_prediction(self, paper_dataset):
+            return [row("TransE", 16, "Tea.", 0.5), row("TransE", 2, "DS", 0.1)]
+
+        def ablation(self):
+            return [row("RotatE", 4, "-S1", 0.2)]
+
+        def timing(self):
+            return [{"model": "ComplEx", "dim": d, "params": d * 10, "seconds": 1.0, "speedup": 1.0} for d in (16, 8)]
+
+    D = Canned({"datasets": {"WN18RR": "UMLS"}, "teacher_dim": 16, "student_dims": [8, 4, 2], "teacher_dims": [16],
+                "config": {}},
+               runs_dir=".", name="smoke")
+    table = D.link_prediction_table("WN18RR")
+    table3 = published("distile", "table3", "rows")
+    assert table["paper dim"].tolist() == [64, 8]
+    assert table.loc[("TransE", 16, "Tea."), "MRR paper"] == table3["64/Tea."]["TransE"]["MRR"]
+    assert table.loc[("TransE", 2, "DS"), "H@1 paper"] == table3["8/DS"]["TransE"]["H@1"]
+    ablation = D.ablation_table()
+    assert list(ablation.columns) == ["paper dim", "MRR", "MRR paper", "H@10", "H@10 paper"]
+    assert ablation["MRR paper"].iloc[0] == published("distile", "table6", "rows")["16/-S1"]["RotatE"]["MRR"]
+    timing = D.timing_table()
+    table5 = published("distile", "table5", "rows")
+    assert timing["paper dim"].tolist() == ["64", "32"]
+    assert timing.loc[("ComplEx", 8), "params paper"] == round(table5["32"]["ComplEx"]["params_k"] * 1000)
+    assert timing.loc[("ComplEx", 16), "speedup paper"] == table5["64"]["ComplEx"]["speedup"]
+    assert D.describe().splitlines()[:2] == ["profile: smoke", "  WN18RR: trained on UMLS"]

@@ -10,10 +10,10 @@ import torch
 from kgdistill import study
 from kgdistill.config import RunConfig
 from kgdistill.distile import build_kge
-from kgdistill.distile.experiments import (
-    check_table1_section, dim_within, dims_beside_metasd, kge_dense_size, metasd_sizes, table1_planned_runs,
-    table1_rows,
-)
+from kgdistill.distile.in_table1 import dim_within, dims_beside_metasd, kge_dense_size, metasd_sizes, table1_rows
+from kgdistill.distile.planning import table1_planned_runs
+from kgdistill.profile import check_table1_section, config_for, load_profile, published, trained_on
+from kgdistill.tables import results_table, runs_frame
 from kgdistill.models import build_model
 from kgdistill.pruning import kept_count
 
@@ -55,14 +55,14 @@ def test_dims_beside_metasd_umls_and_the_real_benchmarks():
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
 def test_every_profile_adds_the_row_sized_within_metasd(name):
-    profile = study.load_profile(name)  # check_table1_section ran here
+    profile = load_profile(name)  # check_table1_section ran here
     block = profile["distile_in_table1"]
     assert "added" in block["row"] and "not in MetaSD paper" in block["row"]
     for ds in profile["tables"]["table1"]["datasets"]:
-        assert block["row"] not in study.published("metasd", "table1", ds), "the row must have no published numbers"
-        config = study.config_for(profile, ds, block.get("beside", "MetaSD"))
-        trained = study.trained_on(profile, ds)
-        stats = study.published("datasets", "stats")[trained] if trained in ("FB15k-237", "WN18RR") else None
+        assert block["row"] not in published("metasd", "table1", ds), "the row must have no published numbers"
+        config = config_for(profile, ds, block.get("beside", "MetaSD"))
+        trained = trained_on(profile, ds)
+        stats = published("datasets", "stats")[trained] if trained in ("FB15k-237", "WN18RR") else None
         n, r = (stats["entities"], stats["relations"]) if stats else (135, 46)
         dims = dims_beside_metasd(config, n, r)
         assert 0 < dims["student_dim"] < dims["teacher_dim"]
@@ -70,11 +70,11 @@ def test_every_profile_adds_the_row_sized_within_metasd(name):
 
 
 def test_a_bad_field_in_the_section_is_named():
-    profile = copy.deepcopy(study.load_profile("smoke"))
+    profile = copy.deepcopy(load_profile("smoke"))
     profile["distile_in_table1"]["config"]["lerning_rate"] = 0.1
     with pytest.raises(ValueError, match="lerning_rate"):
         check_table1_section(profile)
-    profile = copy.deepcopy(study.load_profile("smoke"))
+    profile = copy.deepcopy(load_profile("smoke"))
     profile["distile_in_table1"]["beside"] = "MetaSDD"
     with pytest.raises(ValueError, match="MetaSDD"):
         check_table1_section(profile)
@@ -95,11 +95,11 @@ def test_table1_rows_train_teacher_and_student_and_join_the_table(runs_dir, umls
     assert student["method"] == "ds" and student["config"]["dim"] == 4 and student["config"]["teacher"]["dim"] == 40
     assert list(out.sizes["student dim"]) == [4, 4] and list(out.sizes["teacher dim"]) == [40, 40]
     # a table of the added row alone: measured values, the record's size and dim, no paper numbers
-    frame = study.results_table(out.specs[:1], out.records, study.published("metasd", "table1", "FB15k-237"))
+    frame = results_table(out.specs[:1], out.records, published("metasd", "table1", "FB15k-237"))
     row = frame.loc[out.specs[0].row]
     assert row["MRR"] == student["test"]["student"]["all"]["MRR"] and row["size"] == 1448 and row["dim"] == 4
     assert math.isnan(row["MRR paper"]) and math.isnan(row["size paper"]) and row["source"] == "measured"
-    runs = study.runs_frame(out.specs, out.records)
+    runs = runs_frame(out.specs, out.records)
     assert list(runs["model"]) == ["student"] and runs["max_epochs"].iloc[0] == 2
 
     # scripts/train_runs.py trains these same runs ahead of the notebook: teachers first, then students
@@ -109,3 +109,13 @@ def test_table1_rows_train_teacher_and_student_and_join_the_table(runs_dir, umls
     assert {c.run_name() for *_, c in planned} == set(out.records)
     S.profile["distile_in_table1"]["grid"] = {"learning_rate": [0.01, 0.1]}
     assert table1_planned_runs(S.profile, lambda name: umls) == []  # the teacher is chosen by training
+
+
+def test_the_experiments_module_still_offers_every_name_its_callers_use():
+    """kgdistill.plan and the notebooks import from kgdistill.distile.experiments; the split kept it whole."""
+    from kgdistill.distile import experiments, grid, in_table1, planning
+
+    assert experiments.table1_planned_runs is planning.table1_planned_runs
+    assert experiments.planned_runs is planning.planned_runs
+    assert experiments.table1_rows is in_table1.table1_rows and experiments.DistilEStudy is grid.DistilEStudy
+    assert experiments.check_table1_section is check_table1_section

@@ -1,9 +1,11 @@
-"""The study layer: notebook conventions, profiles, published numbers, tables, nbval sanitizers.
+"""The study layer: notebook conventions, profiles, published numbers, tables, outputs, nbval sanitizers.
 
 The notebooks themselves are re-executed by ``pytest --nbval notebooks/``; these tests check
 what nbval cannot: that every notebook follows the conventions (tagged parameters cell, no paper
-number typed in code), that the profiles build valid configs, and that the sanitizers hide
+number typed in code, thin cells calling the facade), that the profiles build valid configs,
+that saved tables and figures hold what was computed, and that the sanitizers hide
 timings/dates/paths but never a trained number - so that a changed metric fails nbval.
+Profile key checks are in ``test_profile.py``.
 """
 from __future__ import annotations
 
@@ -21,12 +23,16 @@ import pytest
 
 from kgdistill import study
 from kgdistill.config import RunConfig
+from kgdistill.outputs import save_figure, save_table, stamp
+from kgdistill.profile import (
+    RunSpec, all_specs, config_for, load_profile, profile_path, published, table_specs, trained_on,
+)
+from kgdistill.tables import METRICS, format_table, results_table, threshold_search, thresholds_for_count
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PROFILES = sorted((ROOT / "params").glob("*.yaml"))
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
-MY_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in {"00", "01", "02", "03", "04", "05"}]
 
 
 def code_cells(path: Path) -> list:
@@ -55,9 +61,9 @@ def published_numbers() -> tuple[set[float], set[int]]:
             ints.add(node)
 
     for table in ("table1", "table2", "table3", "table4", "long_tail"):
-        walk(study.published("metasd", table))
+        walk(published("metasd", table))
     for table in ("table3", "table4", "table5", "table6"):
-        walk(study.published("distile", table))
+        walk(published("distile", table))
     return floats, ints
 
 
@@ -86,11 +92,31 @@ def sanitize(text: str) -> str:
 
 
 # --- notebook conventions ---------------------------------------------------------------------------
-def test_the_series_is_there():
-    assert [p.name for p in MY_NOTEBOOKS] == [
-        "00_datasets.ipynb", "01_main_results.ipynb", "02_long_tail.ipynb", "03_ablation.ipynb",
-        "04_backbones.ipynb", "05_size_accuracy.ipynb",
+def notebook_code(path: Path) -> str:
+    return "\n".join(c.source for c in code_cells(path))
+
+
+def test_every_profile_section_is_read_by_a_notebook_through_the_facade():
+    """Each table, figure and experiment of the profile is opened by one facade call in some
+    notebook (``S.results("table1")``, ``S.footprint()``, ``S.distile()``, ...), and no notebook
+    rebuilds a table from specs and records itself."""
+    code = {p.name: notebook_code(p) for p in NOTEBOOKS}
+    profile = load_profile("smoke")
+    calls = [f'S.results("{t}")' for t in profile["tables"]] + [
+        'S.results("figure1")', "S.footprint()", "S.dataset_stats()", "S.long_tail()", "S.distile()",
     ]
+    for call in calls:
+        users = [name for name, text in code.items() if call in text]
+        assert len(users) == 1, f"{call} should open exactly one notebook's section; found in {users}"
+    for name, text in code.items():
+        for inline in ("S.run(", "study.runs_frame(", "S.table(", "table1_rows(", "study.footprint(", "compare("):
+            assert inline not in text, f"{name}: {inline}...) belongs in the facade (kgdistill.study)"
+
+
+def test_the_readme_lists_every_notebook():
+    readme = (ROOT / "README.md").read_text()
+    listed = re.findall(r"`notebooks/(\d\d_\w+\.ipynb)`", readme)
+    assert listed == [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -124,11 +150,11 @@ def test_no_published_number_is_typed_in_a_notebook(path):
             if (is_float and value in floats) or (not is_float and value in ints):
                 raise AssertionError(
                     f"{path.name}: literal {text} in cell {cell.get('id')} equals a published number; "
-                    "read it from kgdistill.study.published(...) instead"
+                    "read it from kgdistill.published(...) instead"
                 )
 
 
-@pytest.mark.parametrize("path", MY_NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_outputs_that_vary_are_marked_and_figures_are_in_ignored_cells(path):
     for cell in code_cells(path):
         ignored = cell.source.lstrip().startswith("# NBVAL_IGNORE_OUTPUT")
@@ -152,69 +178,83 @@ def test_published_numbers_are_numbers():
         elif isinstance(node, str):
             assert not re.fullmatch(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?", node), f"{where} is the string {node!r}"
 
-    walk(study.published(), "published.yaml")
+    walk(published(), "published.yaml")
     for table in ("table1", "table2", "table3", "table4"):
-        for ds, rows in study.published("metasd", table).items():
+        for ds, rows in published("metasd", table).items():
             if not isinstance(rows, dict) or ds in ("quoted",):
                 continue
             for row, values in rows.items():
-                for metric in study.METRICS:
+                for metric in METRICS:
                     assert 0 < values[metric] < 1, f"metasd/{table}/{ds}/{row}/{metric}"
 
 
 def test_published_headline_numbers():
     """Spot checks against ../shared/README.md's summary of the MetaSD paper."""
-    fb = study.published("metasd", "table1", "FB15k-237", "MetaSD")
+    fb = published("metasd", "table1", "FB15k-237", "MetaSD")
     assert (fb["MRR"], fb["H@1"], fb["H@3"], fb["H@10"], fb["size"]) == (0.391, 0.300, 0.428, 0.571, 6_000_000)
-    wn = study.published("metasd", "table1", "WN18RR", "MetaSD")
+    wn = published("metasd", "table1", "WN18RR", "MetaSD")
     assert (wn["MRR"], wn["H@1"], wn["H@3"], wn["H@10"], wn["size"]) == (0.491, 0.447, 0.504, 0.570, 15_000_000)
-    assert study.published("metasd", "long_tail")["relations"] == 187
+    assert published("metasd", "long_tail")["relations"] == 187
+    copy = published("metasd", "long_tail")
+    copy["relations"] = 0  # a deep copy: callers cannot change the published numbers
+    assert published("metasd", "long_tail")["relations"] == 187
+    with pytest.raises(KeyError, match="missing 'table9'"):
+        published("metasd", "table9")
 
 
 # --- profiles ------------------------------------------------------------------------------------------
-def test_the_three_profiles_exist():
-    assert {p.stem for p in PROFILES} >= {"smoke", "cpu", "paper"}
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+def test_the_three_profiles_load_by_name_or_path(name):
+    by_name = load_profile(name)
+    assert by_name["name"] == name and Path(by_name["_path"]) == ROOT / "params" / f"{name}.yaml"
+    assert load_profile(ROOT / "params" / f"{name}.yaml")["runs_dir"] == by_name["runs_dir"]
+    assert Path(by_name["runs_dir"]).is_absolute()
+
+
+def test_an_unknown_profile_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match=r"known profiles: .*'smoke'"):
+        profile_path("smokey")
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
 def test_profile_builds_valid_configs_for_every_table(path):
-    profile = study.load_profile(path.stem)
-    specs = study.all_specs(profile)
+    profile = load_profile(path.stem)
+    specs = all_specs(profile)
     assert specs
     for table in ("table1", "table2", "table3", "table4"):
-        assert study.table_specs(profile, table), f"{path.stem}: tables.{table} is empty"
+        assert table_specs(profile, table), f"{path.stem}: tables.{table} is empty"
     for section in ("figure1", "footprint", "dataset_stats"):
         assert profile.get(section), f"{path.stem}: section {section} missing"
     kd = [s.config for s in specs if s.config.method == "kd"]
     assert kd and all(c.teacher and c.teacher["method"] == "baseline" for c in kd)
     # KD's teacher is the RP row's run of the same dataset and seed
     for spec in (s for s in specs if s.config.method == "kd"):
-        rp = study.config_for(profile, spec.paper_dataset, profile["recipes"]["KD"]["teacher"], spec.seed)
+        rp = config_for(profile, spec.paper_dataset, profile["recipes"]["KD"]["teacher"], spec.seed)
         assert spec.config.teacher == rp.to_dict()
     for config in (s.config for s in specs):
         assert config.gamma == pytest.approx(0.9), f"{path.stem}: same pruning rate as the paper"
 
 
 def test_smoke_profile_is_tiny_cpu_and_deterministic():
-    profile = study.load_profile("smoke")
+    profile = load_profile("smoke")
     assert Path(profile["runs_dir"]) == ROOT / "results" / "smoke" / "runs"
     assert profile["device"] == "cpu" and int(profile["threads"]) == 1
-    configs = {s.run_name: s.config for s in study.all_specs(profile)}
+    configs = {s.run_name: s.config for s in all_specs(profile)}
     assert {c.dataset for c in configs.values()} == {"UMLS"}
     assert all(c.max_epochs <= 20 for c in configs.values())
     assert len(configs) <= 60, "every run costs CI time"
 
 
 def test_paper_profile_follows_the_paper():
-    profile = study.load_profile("paper")
-    settings = study.published("metasd", "settings")
-    metasd = study.config_for(profile, "FB15k-237", "MetaSD")
+    profile = load_profile("paper")
+    settings = published("metasd", "settings")
+    metasd = config_for(profile, "FB15k-237", "MetaSD")
     assert metasd.rank == settings["rank"] and metasd.gamma == settings["gamma"]
     assert (metasd.alpha, metasd.beta, metasd.meta_lr, metasd.virtual_lr) == (
         settings["alpha"], settings["beta"], settings["meta_lr"], settings["virtual_lr"],
     )
     assert metasd.batch_size == 5000 and metasd.rp_weight == 4 and metasd.max_epochs == 300
-    wn = study.config_for(profile, "WN18RR", "MetaSD")
+    wn = config_for(profile, "WN18RR", "MetaSD")
     assert wn.batch_size == 1000 and wn.entity_weights and wn.rp_weight == 0
 
 
@@ -223,13 +263,13 @@ def test_cpu_profile_students_are_a_tenth_of_the_source():
     from kgdistill.models import build_model, rank_for_budget
     from kgdistill.pruning import kept_count
 
-    profile = study.load_profile("cpu")
-    stats = study.published("datasets", "stats")
+    profile = load_profile("cpu")
+    stats = published("datasets", "stats")
     for ds in ("FB15k-237", "WN18RR"):
-        assert study.trained_on(profile, ds) == canonical_name(ds)
-        source = study.config_for(profile, ds, "MetaSD")
-        kd = study.config_for(profile, ds, "KD")
-        dml = study.config_for(profile, ds, "DML")
+        assert trained_on(profile, ds) == canonical_name(ds)
+        source = config_for(profile, ds, "MetaSD")
+        kd = config_for(profile, ds, "KD")
+        dml = config_for(profile, ds, "DML")
         assert kd.student_rank == dml.student_rank == 0  # equal, size-matched students
         assert kd.rank == dml.rank == source.rank
         n, r = stats[ds]["entities"], stats[ds]["relations"]
@@ -240,18 +280,20 @@ def test_cpu_profile_students_are_a_tenth_of_the_source():
 
 
 def test_unknown_recipe_field_is_named():
-    profile = study.load_profile("smoke")
+    profile = load_profile("smoke")
     profile = json.loads(json.dumps(profile))
     profile["recipes"]["CP"]["rnak"] = 3
     with pytest.raises(ValueError, match="rnak"):
-        study.config_for(profile, "FB15k-237", "CP")
+        config_for(profile, "FB15k-237", "CP")
 
 
 # --- tables ---------------------------------------------------------------------------------------------
 def fake_record(mrr: float, model: str = "model", nonzero: int = 100, rank: int = 8) -> dict:
     metrics = {"MRR": mrr, "MR": 1 / mrr, "H@1": mrr / 2, "H@3": mrr, "H@10": min(1.0, mrr * 1.5)}
     return {
+        "run_name": f"baseline-FB15k-237-ComplEx-r{rank}-s0-fake",
         "selected_model": model,
+        "dims": {model: rank},
         "config": RunConfig(rank=rank).to_dict(),
         "test": {model: {"all": metrics, "long_tail": metrics | {"triples": 3}}},
         "parameter_counts": {model: {"dense": nonzero, "nonzero": nonzero}},
@@ -260,18 +302,18 @@ def fake_record(mrr: float, model: str = "model", nonzero: int = 100, rank: int 
 
 
 def test_results_table_mean_std_paper_and_difference():
-    profile = study.load_profile("smoke")
-    specs = [study.RunSpec("CP", "FB15k-237", "CP", seed, profile=profile) for seed in (0, 1)]
+    profile = load_profile("smoke")
+    specs = [RunSpec("CP", "FB15k-237", "CP", seed, profile=profile) for seed in (0, 1)]
     records = {specs[0].run_name: fake_record(0.3), specs[1].run_name: fake_record(0.5)}
     paper = {"CP": {"MRR": 0.333, "H@1": 0.2, "H@3": 0.3, "H@10": 0.5, "size": 1000, "dim": 8}}
-    frame = study.results_table(specs, records, paper, quoted={"TransE": "LibKGE"})
+    frame = results_table(specs, records, paper, quoted={"TransE": "LibKGE"})
     assert list(frame.index) == ["TransE", "CP"]
     assert frame.loc["CP", "MRR"] == pytest.approx(0.4)
     assert frame.loc["CP", "MRR ±"] == pytest.approx(math.sqrt(0.02))
     assert frame.loc["CP", "MRR paper"] == 0.333 and frame.loc["CP", "MRR Δ"] == pytest.approx(0.4 - 0.333)
     assert frame.loc["CP", "size"] == 100 and frame.loc["CP", "seeds"] == 2
     assert math.isnan(frame.loc["TransE", "MRR"]) and frame.loc["TransE", "source"].startswith("quoted")
-    text = study.format_table(frame)
+    text = format_table(frame)
     assert "0.4000" in text and "+0.0670" in text and "0.1414" in text
 
 
@@ -279,34 +321,73 @@ def test_format_table_is_fixed_precision():
     import pandas as pd
 
     frame = pd.DataFrame({"MRR": [0.123456789], "MRR Δ": [-0.01], "size": [1234567.0]}, index=["x"])
-    assert study.format_table(frame).splitlines()[1].split() == ["x", "0.1235", "-0.0100", "1,234,567"]
+    assert format_table(frame).splitlines()[1].split() == ["x", "0.1235", "-0.0100", "1,234,567"]
 
 
 def test_stamp_names_profile_device_torch_commit_and_date():
-    text = study.stamp([fake_record(0.3)], "smoke")
+    text = stamp([fake_record(0.3)], "smoke")
     for part in ("profile smoke", "device cpu", "torch 2", "commit abc", "2026-01-01 00:00 UTC"):
         assert part in text
 
 
-def test_save_table_and_figure_write_every_format(tmp_path, monkeypatch):
+@pytest.fixture
+def demo_root(tmp_path, monkeypatch) -> Path:
+    """A scratch repository root: outputs of profile ``demo`` go to ``<tmp>/results/demo``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
     (tmp_path / "params").mkdir()
     (tmp_path / "pyproject.toml").write_text("")
     monkeypatch.setenv("KGDISTILL_ROOT", str(tmp_path))
-    frame = pd.DataFrame({"MRR": [0.5]}, index=["CP"])
-    paths = study.save_table(frame, "t", "demo", caption="caption | stamp")
-    assert {p.name for p in paths.values()} == {"t.csv", "t.md", "t.tex"}
-    assert paths["md"].read_text().startswith("caption | stamp")
-    fig, ax = plt.subplots()
+    return tmp_path
+
+
+def test_a_saved_table_round_trips_and_states_its_caption(demo_root):
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"MRR": [0.123456789, 0.5], "MRR Δ": [-0.01, float("nan")], "size": [1_234_567, 42], "source": ["measured", "quoted"]},
+        index=["CP", "TransE"],
+    )
+    paths = save_table(frame, "t", "demo", caption="caption | stamp", note="a note")
+    assert paths["csv"].parent == demo_root / "results" / "demo" / "tables"
+    back = pd.read_csv(paths["csv"], index_col=0)
+    assert list(back.index) == ["CP", "TransE"] and list(back.columns) == list(frame.columns)
+    assert back["MRR"].tolist() == pytest.approx([0.123457, 0.5])  # %.6g
+    assert back["size"].tolist() == [1_234_567, 42] and math.isnan(back.loc["TransE", "MRR Δ"])
+    md = paths["md"].read_text()
+    assert md.startswith("caption | stamp\n\n") and md.rstrip().endswith("a note")
+    assert "| 0.1235 |" in md and "| -0.0100 |" in md and "| 1,234,567 |" in md  # the formatted table
+    tex = paths["tex"].read_text()
+    assert "\\caption{caption | stamp}" in tex and "\\label{tab:t}" in tex and "0.1235" in tex
+    first = {ext: path.read_bytes() for ext, path in paths.items()}
+    save_table(frame, "t", "demo", caption="caption | stamp", note="a note")
+    assert {ext: path.read_bytes() for ext, path in paths.items()} == first  # same table, same bytes
+
+
+def test_a_saved_figure_is_a_valid_png_and_pdf_with_its_footer(demo_root):
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
     _ = ax.plot([1, 2], [3, 4])
-    paths = study.save_figure(fig, "f", "demo", footer="stamp")
-    assert all(p.stat().st_size > 0 for p in paths.values()) and paths["pdf"].parent == tmp_path / "results" / "demo" / "figures"
+    paths = save_figure(fig, "f", "demo", footer="profile demo | stamp")
     plt.close(fig)
+    assert paths["png"].parent == demo_root / "results" / "demo" / "figures"
+    png = paths["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    pixels = matplotlib.image.imread(paths["png"])
+    assert pixels.ndim == 3 and pixels.shape[0] >= 250 and pixels.shape[1] >= 400  # 3 x 2 in at 150 dpi
+    assert pixels.std() > 0  # something is drawn
+    pdf = paths["pdf"].read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert b"CreationDate" not in pdf  # no timestamp: the same figure gives the same file
+    assert any(t.get_text() == "profile demo | stamp" for t in fig.texts)  # the provenance footer
+    fig2, ax2 = plt.subplots(figsize=(3, 2))
+    _ = ax2.plot([1, 2], [3, 4])
+    again = save_figure(fig2, "g", "demo", footer="profile demo | stamp")
+    plt.close(fig2)
+    assert again["png"].read_bytes() == png and again["pdf"].read_bytes() == pdf
 
 
 # --- nbval: a changed trained number fails, timing noise does not --------------------------------------
@@ -327,15 +408,15 @@ def test_sanitizers_hide_run_specific_text_but_keep_metrics():
 def test_a_changed_learning_rate_changes_the_printed_metrics(tmp_path):
     """Two tiny smoke runs that differ only in the learning rate print different tables, also
     after sanitizing - i.e. nbval would flag a change in any trained number."""
-    profile = study.load_profile("smoke")
+    profile = load_profile("smoke")
     tiny = (("max_epochs", 2), ("eval_every", 1), ("rank", 4))
     specs = [
-        study.RunSpec(f"lr {lr}", "FB15k-237", "CP", 0, overrides=tiny + (("learning_rate", lr),), profile=profile)
+        RunSpec(f"lr {lr}", "FB15k-237", "CP", 0, overrides=tiny + (("learning_rate", lr),), profile=profile)
         for lr in (0.1, 0.05)
     ]
     study.setup(profile)
     records = study.run_all(specs, tmp_path, device="cpu")
-    lines = study.format_table(study.results_table(specs, records)).splitlines()
+    lines = format_table(results_table(specs, records)).splitlines()
     first, second = (line.split()[2:] for line in lines[1:3])  # the metric columns
     assert first != second
     assert sanitize(lines[1].replace("lr 0.1", "")) != sanitize(lines[2].replace("lr 0.05", ""))
@@ -353,7 +434,7 @@ def load_runner():
 
 def test_runner_selects_notebooks_in_order_and_rejects_unknown_names():
     runner = load_runner()
-    assert [p.name for p in runner.notebooks(None)][:6] == [p.name for p in MY_NOTEBOOKS]
+    assert [p.name for p in runner.notebooks(None)] == [p.name for p in NOTEBOOKS]
     assert [p.name for p in runner.notebooks(["03", "01_main_results"])] == ["01_main_results.ipynb", "03_ablation.ipynb"]
     with pytest.raises(SystemExit, match="no notebook"):
         runner.notebooks(["99"])
@@ -385,8 +466,8 @@ def test_retrain_since_retrains_older_records_once(tmp_path):
     by an earlier notebook of the same --retrain series) are reused."""
     import time
 
-    profile = study.load_profile("smoke")
-    spec = study.RunSpec("CP", "FB15k-237", "CP", 0, overrides=(("max_epochs", 1), ("rank", 4)), profile=profile)
+    profile = load_profile("smoke")
+    spec = RunSpec("CP", "FB15k-237", "CP", 0, overrides=(("max_epochs", 1), ("rank", 4)), profile=profile)
     first = study.run_all([spec], tmp_path, device="cpu")[spec.run_name]
     record = tmp_path / spec.run_name / "record.json"
     stamp = record.stat().st_mtime
@@ -398,3 +479,84 @@ def test_retrain_since_retrains_older_records_once(tmp_path):
     assert retrained > stamp and again["test"] == first["test"]  # retrained, same numbers on CPU
     study.run_all([spec], tmp_path, device="cpu", retrain_since=since)
     assert record.stat().st_mtime == retrained  # already newer than the series start: reused
+
+
+# --- the facade: one call per notebook section ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The smoke profile shrunk to seconds: rank 8, one epoch, one seed, Table 3 with two rows and
+    the added DistilE row, a one-rank Figure 1, the footprint, UMLS's long tail."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("tiny")
+    raw = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    raw.update(runs_dir=str(folder / "runs"), seeds=[0])
+    raw["common"].update(rank=8, max_epochs=1, eval_every=1)
+    raw["tables"] = {"table3": {"datasets": ["FB15k-237"], "rows": {"MetaSD": "MetaSD", "w/o P&M": "DML"}}}
+    raw["figure1"] = {"dataset": "FB15k-237", "curves": ["DURA"], "ranks": [2], "students": ["MetaSD"]}
+    raw["footprint"].update(queries=50, repeats=1)
+    raw["dataset_stats"]["long_tail"] = {"dataset": "UMLS", "threshold": 150}
+    raw["distile_in_table1"].update(table="table3", config={"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1})
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return study.Study(path)
+
+
+def test_results_is_the_sections_specs_records_runs_and_tables(tiny_study):
+    S = tiny_study
+    R = S.results("table3")
+    rows = [s.row for s in R.specs]
+    assert rows == ["MetaSD", "w/o P&M", S.profile["distile_in_table1"]["row"]]  # the added row joins table3
+    assert set(R.records) == {s.run_name for s in R.specs} | {R.added.records[n]["run_name"] for n in R.added.records}
+    assert len(R.records) == 4  # MetaSD, DML, the DistilE student and its teacher
+    assert list(R.runs.index) == rows and list(R.tables) == ["FB15k-237"]
+    expected = S.table("table3", R.records, extra=R.added.specs)["FB15k-237"]
+    assert R.tables["FB15k-237"].equals(expected) and list(expected.index) == rows
+    assert R.describe().splitlines()[0] == "3 model(s) read from 4 run(s)"
+    assert R.describe().splitlines()[1:] == format_table(R.runs.drop(columns=["run", "s/epoch"])).splitlines()
+    assert all(name in R.timings() for name in R.runs["run"])
+    again = S.results("table3")  # the records are reused: the same numbers
+    assert again.tables["FB15k-237"].equals(R.tables["FB15k-237"])
+
+
+def test_results_of_figure1_and_the_buckets(tiny_study):
+    S = tiny_study
+    R = S.results("figure1")
+    points = R.tables["figure1"]
+    assert list(points.index) == ["DURA r2", "MetaSD"] and points.loc["DURA r2", "dim"] == 2
+    assert points.loc["MetaSD", "size"] == R.records[R.specs[-1].run_name]["parameter_counts"]["student"]["nonzero"]
+    S.profile["tables"]["table3"]["buckets"] = [0, 150]
+    buckets = S.buckets(S.results("table3"))["FB15k-237"]
+    assert list(buckets.index) == ["[0, 150)", ">= 150"] and buckets["relations"].sum() > 0
+
+
+def test_footprint_exports_the_student_with_the_recorded_mrr(tiny_study):
+    fp = tiny_study.footprint()
+    nonzero = fp.record["parameter_counts"]["student"]["nonzero"]
+    assert fp.describe() == f"MetaSD on FB15k-237 (trained on UMLS as a stand-in) - student non-zero parameters: {nonzero:,}"
+    frame = fp.measure()
+    assert list(frame["parameters"])[1:] == [nonzero, nonzero]
+    lines = fp.summary().splitlines()
+    assert lines[-2] == "exported student's test MRR minus the recorded student MRR: +0.0000"
+    assert lines[-1] == f"student keeps {nonzero / frame['parameters'].iloc[0]:.4f} of the source's parameters"
+
+
+def test_threshold_search_brackets_the_paper_count():
+    counts = [5, 1, 9, 3, 3, 20]
+    assert thresholds_for_count(counts, 3) == (4, 5)  # 1, 3, 3 have fewer than t for 4 <= t <= 5
+    assert thresholds_for_count(counts, 6) == (21, float("inf"))
+    assert threshold_search(counts, 3, 3).splitlines() == [
+        "3 relations have fewer than t training triples for 4 <= t <= 5",
+        "relations with < 3 triples: 1; with <= 3: 3",
+    ]
+
+
+def test_long_tail_and_dataset_stats(tiny_study):
+    lt = tiny_study.long_tail()
+    assert lt.heading() == f"UMLS, threshold 150 training triples (paper: {lt.paper['threshold']})"
+    assert list(lt.frame.index) == ["measured", "paper", "Δ"]
+    assert lt.frame.loc["measured", "relations"] == sum(c < 150 for c in lt.counts)
+    with pytest.raises(ValueError, match="cannot select 187 of 46 relations"):  # UMLS is smaller than the paper's tail
+        lt.threshold_search()
+    stats, mismatches = tiny_study.dataset_stats()
+    assert mismatches.empty and set(stats.index) == set(tiny_study.section("dataset_stats")["datasets"])

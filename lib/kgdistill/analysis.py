@@ -4,7 +4,8 @@ MetaSD's student is its source seen through a global magnitude mask (γ = 0.9). 
 only sums terms whose head, relation and tail coordinates are all kept, so a 90% mask hurts
 little when the trained tables concentrate their mass in a few shared coordinates (a low
 effective rank) and a lot when the mass is spread evenly. These helpers measure both for a
-finished baseline run (``scripts/pruning_vs_rank.py`` sweeps rank and regularisation).
+finished baseline run (``scripts/pruning_vs_rank.py`` sweeps rank and regularisation); the run's
+weights come through :func:`kgdistill.runner.load_best`.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ import torch
 from .config import RunConfig
 from .datasets import KGDataset
 from .evaluation import evaluate
-from .models import ComplEx, KBCModel, build_model
+from .models import ComplEx, KBCModel
 from .pruning import magnitude_mask
-from .models import load_module_state
-from .runner import BEST, run_dir_for
+from .runner import load_best as load_run
 
 
 def coordinate_mass_share(model: KBCModel, fraction: float = 0.1) -> float:
@@ -37,13 +37,13 @@ def coordinate_mass_share(model: KBCModel, fraction: float = 0.1) -> float:
 
 
 def load_best(config: RunConfig, runs_dir: str | Path, dataset: KGDataset) -> KBCModel:
-    """The selected model of a finished baseline run (its ``best.pt``), in eval mode on CPU."""
+    """The selected model of a finished baseline run (its ``best.pt``), in eval mode on CPU;
+    :func:`kgdistill.runner.load_best` restricted to baselines, without retraining a run whose
+    weights are missing."""
     if config.method != "baseline":
         raise ValueError(f"load_best reads baseline runs; {config.run_name()} is a {config.method} run")
-    state = torch.load(run_dir_for(config, runs_dir) / BEST, map_location="cpu", weights_only=False)["models"]["model"]
-    model = build_model(config.model, dataset.n_entities, dataset.n_relations, config.rank, config.init_scale)
-    load_module_state(model, state)
-    return model.eval()
+    model, _ = load_run(config, runs_dir, dataset, "cpu", retrain_missing=False)
+    return model
 
 
 @torch.no_grad()

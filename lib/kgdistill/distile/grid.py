@@ -1,0 +1,276 @@
+"""The DistilE study grid: the runs of a profile's ``distile:`` section and notebook 06's tables.
+
+Owns :class:`DistilEStudy`, which runs (or reuses) DistilE configurations in a runs folder, keeps
+the best of a ``grid`` on validation MRR, and walks the experiments of the DistilE paper (Tables
+3-6, Figures 2-3), each returning plain rows of measured numbers; and :func:`compare` /
+:meth:`DistilEStudy.link_prediction_table` & co., which put them beside the paper's
+(``published("distile", ...)``, matching the profile's dimensions to the paper's by position).
+
+The section (see params/*.yaml for the documented values) holds:
+
+* ``datasets``: paper dataset -> dataset actually used (smoke: UMLS for WN18RR, Kinship for FB15k-237),
+* ``models``, ``teacher_dim``, ``student_dims``, ``teacher_dims`` (Figure 2),
+* ``config``: :class:`DistilEConfig` overrides shared by every run; ``per_model``: overrides per backbone,
+* ``grid``: lists of values tried per field (e.g. ``learning_rate``, ``alpha``); every combination is
+  trained and the one with the best *validation* MRR is reported (``alpha`` also sets ``beta``,
+  as the paper searches {α, β} in one set). Plain runs ignore the distillation fields of the grid.
+* ``ablation``, ``figure2``, ``figure3``, ``timing``: what those experiments run on.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+
+from ..datasets import KGDataset, load_dataset
+from ..profile import published
+from ..records import pick_device
+from ..runner import RECORD, run, run_dir_for
+from .config import DS_FIELDS, DistilEConfig
+from .timing import inference_table
+
+METRICS = ("MRR", "H@10", "H@3", "H@1")
+#: the paper's dimensions, matched by position with a profile's teacher_dim / student_dims
+PAPER_TEACHER_DIM, PAPER_STUDENT_DIMS = 64, (32, 16, 8)
+#: the DistilE paper's link-prediction table of each dataset
+LINK_TABLES = {"WN18RR": 3, "FB15k-237": 4}
+
+
+def paper_dims(teacher_dim: int | None = None, student_dims=()) -> dict[int, int]:
+    """``{profile dim: paper dim}``: ``teacher_dim`` -> 64, ``student_dims`` -> 32/16/8 by position."""
+    out = {teacher_dim: PAPER_TEACHER_DIM} if teacher_dim is not None else {}
+    out.update(dict(zip(student_dims or (), PAPER_STUDENT_DIMS)))
+    return out
+
+
+class DistilEStudy:
+    """Runs (or reuses) the configurations of one profile section in one runs folder."""
+
+    #: the DistilE paper's link-prediction table of each dataset (3: WN18RR, 4: FB15k-237)
+    LINK_TABLES = LINK_TABLES
+
+    def __init__(self, section: dict, runs_dir: str | Path, data_dir: str | Path | None = None,
+                 device: str = "auto", show_progress: bool = False, retrain_since: float | None = None,
+                 name: str = ""):
+        self.section, self.runs_dir, self.data_dir = section, Path(runs_dir), data_dir
+        #: the profile's name (for :meth:`describe`)
+        self.name = name
+        self.device, self.show_progress, self.retrain_since = device, show_progress, retrain_since
+        self._datasets: dict[str, KGDataset] = {}
+        #: every record obtained, by run name (for provenance stamps)
+        self.records: dict[str, dict] = {}
+
+    @classmethod
+    def from_study(cls, study) -> "DistilEStudy":
+        """From a :class:`kgdistill.study.Study` (its profile's ``distile`` section, runs folder, device)."""
+        return cls(study.section("distile"), study.runs_dir, study.data_dir, study.device, study.show_progress,
+                   study.retrain_since, study.name)
+
+    # --- plumbing --------------------------------------------------------------------------
+    def dataset(self, paper_dataset: str) -> KGDataset:
+        name = self.section["datasets"][paper_dataset]
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name, self.data_dir)
+        return self._datasets[name]
+
+    def _run(self, config: DistilEConfig) -> dict:
+        if config.method == "ds":  # the teacher first, so that it too obeys retrain_since
+            self._run(config.teacher_config())
+        path = run_dir_for(config, self.runs_dir) / RECORD
+        force = self.retrain_since is not None and path.exists() and path.stat().st_mtime < self.retrain_since
+        force = force and config.run_name() not in self.records  # retrain once per study
+        record = run(config, self.runs_dir, data_dir=self.data_dir, device=self.device,
+                             show_progress=self.show_progress, dataset=self.dataset_for(config), force=force)
+        self.records[config.run_name()] = record
+        return record
+
+    def dataset_for(self, config: DistilEConfig) -> KGDataset:
+        for paper, name in self.section["datasets"].items():
+            if name.lower() == config.dataset.lower():
+                return self.dataset(paper)
+        return load_dataset(config.dataset, self.data_dir)
+
+    def _candidates(self, paper_dataset: str, model: str, dim: int, method: str, **extra) -> list[DistilEConfig]:
+        base = dict(self.section.get("config", {}))
+        base.update(self.section.get("per_model", {}).get(model, {}))
+        base.update(extra)
+        grid = dict(self.section.get("grid", {}))
+        if method != "ds":
+            grid = {k: v for k, v in grid.items() if k not in DS_FIELDS}
+        names = sorted(grid)
+        configs = []
+        for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
+            fields = {**base, **dict(zip(names, values))}
+            if method == "ds" and "alpha" in grid and "beta" not in grid:
+                fields["beta"] = fields["alpha"]
+            if method != "ds":
+                fields = {k: v for k, v in fields.items() if k not in DS_FIELDS}
+            configs.append(DistilEConfig(dataset=self.section["datasets"][paper_dataset], model=model, dim=dim,
+                                         method=method, **fields))
+        return configs
+
+    def best(self, configs: list[DistilEConfig]) -> tuple[DistilEConfig, dict]:
+        """Train every candidate; return the one with the best validation MRR (first on ties)."""
+        scored = [(c, self._run(c)) for c in configs]
+        return max(scored, key=lambda pair: pair[1]["best_valid_mrr"])
+
+    # --- runs ------------------------------------------------------------------------------
+    def plain(self, paper_dataset: str, model: str, dim: int, **extra) -> tuple[DistilEConfig, dict]:
+        """Teacher or no-DS student: the backbone on its hard loss, best of the grid."""
+        return self.best(self._candidates(paper_dataset, model, dim, "plain", **extra))
+
+    def distilled(self, paper_dataset: str, model: str, dim: int, teacher_dim: int | None = None,
+                  ablation: str = "DS", teacher_extra: dict | None = None, **extra) -> tuple[DistilEConfig, dict]:
+        """DS student (or its ablation) distilled from the best plain teacher of ``teacher_dim``.
+
+        ``extra`` overrides the student's fields, ``teacher_extra`` the teacher's (e.g. its seed)."""
+        teacher, _ = self.plain(paper_dataset, model, teacher_dim or self.section["teacher_dim"], **(teacher_extra or {}))
+        configs = self._candidates(paper_dataset, model, dim, "ds", teacher=teacher.to_dict(), **extra)
+        return self.best([c.ablation(ablation) for c in configs])
+
+    # --- experiments -----------------------------------------------------------------------
+    def link_prediction(self, paper_dataset: str) -> list[dict]:
+        """Tables 3/4 rows: {model, dim, method (Tea./no-DS/DS), MRR, H@10, H@3, H@1, run}."""
+        rows = []
+        for model in self.section["models"]:
+            _, record = self.plain(paper_dataset, model, self.section["teacher_dim"])
+            rows.append(_row(model, self.section["teacher_dim"], "Tea.", record))
+            for dim in self.section["student_dims"]:
+                rows.append(_row(model, dim, "no-DS", self.plain(paper_dataset, model, dim)[1]))
+                rows.append(_row(model, dim, "DS", self.distilled(paper_dataset, model, dim)[1]))
+        return rows
+
+    def ablation(self) -> list[dict]:
+        """Table 6 rows on the ablation dataset: DS / −S1 / −S2 per model and student dimension."""
+        spec = self.section["ablation"]
+        rows = []
+        for model in spec.get("models", self.section["models"]):
+            for dim in self.section["student_dims"]:
+                for name in ("DS", "-S1", "-S2"):
+                    rows.append(_row(model, dim, name, self.distilled(spec["dataset"], model, dim, ablation=name)[1]))
+        return rows
+
+    def teacher_dimensions(self) -> list[dict]:
+        """Figure 2 rows: student test MRR for each teacher dimension × student dimension."""
+        spec = self.section["figure2"]
+        rows = []
+        for teacher_dim in self.section["teacher_dims"]:
+            for dim in self.section["student_dims"]:
+                _, record = self.distilled(spec["dataset"], spec["model"], dim, teacher_dim=teacher_dim)
+                rows.append({"teacher_dim": teacher_dim, "student_dim": dim,
+                             "MRR": record["test"]["student"]["all"]["MRR"]})
+        return rows
+
+    def curves(self) -> dict[str, list[dict]]:
+        """Figure 3: per-evaluation validation MRR of a student with ('DS') and without ('no-DS') teacher."""
+        spec = self.section["figure3"]
+        extra = {"eval_every": spec.get("eval_every", 1)}
+        _, plain = self.plain(spec["dataset"], spec["model"], spec["dim"], **extra)
+        config, ds = self.distilled(spec["dataset"], spec["model"], spec["dim"], **extra)
+        out = {}
+        for name, record, model in (("no-DS", plain, "model"), ("DS", ds, "student")):
+            out[name] = [{"epoch": h["epoch"], "stage": h["stage"], "MRR": h["valid"][model]["MRR"]}
+                         for h in record["history"] if "valid" in h]
+        out["switch_epoch"] = config.stage1_epochs
+        return out
+
+    def timing(self) -> list[dict]:
+        """Table 5 rows per model and dimension: parameters, inference seconds, speed-up vs the teacher.
+
+        Models are freshly initialised: the time of scoring every entity does not depend on the
+        weights' values, only on the dimension (and the machine).
+        """
+        spec = self.section["timing"]
+        ds = self.dataset(spec["dataset"])
+        dims = [self.section["teacher_dim"], *self.section["student_dims"]]
+        rows = []
+        for model in spec.get("models", self.section["models"]):
+            rows += inference_table(ds, model, dims, batch_size=spec.get("batch_size", 1024),
+                                    repeats=spec.get("repeats", 3), device=pick_device(spec.get("device", "cpu")))
+        return rows
+
+    # --- notebook 06: the experiments beside the paper -----------------------------------------
+    def describe(self) -> str:
+        """The profile's DistilE settings: stand-in datasets, dimensions, run settings (deterministic)."""
+        sec = self.section
+        lines = [f"profile: {self.name}"]
+        lines += [f"  {paper_ds}: trained on {used}" for paper_ds, used in sec["datasets"].items()]
+        lines.append(f"  teacher dim {sec['teacher_dim']}, student dims {sec['student_dims']}, "
+                     f"Figure 2 teacher dims {sec['teacher_dims']}")
+        lines.append(f"  run settings: {sec['config']}, per model: {sec.get('per_model') or {}}, "
+                     f"grid: {sec.get('grid') or {}}")
+        return "\n".join(lines)
+
+    def trained_on(self, paper_dataset: str) -> str:
+        """The benchmark trained for a paper dataset (a stand-in in the smoke profile)."""
+        return self.section["datasets"][paper_dataset]
+
+    def paper_dims(self) -> dict[int, int]:
+        """``{profile dim: paper dim}`` of the teacher and student dimensions (:func:`paper_dims`)."""
+        return paper_dims(self.section["teacher_dim"], self.section["student_dims"])
+
+    def link_prediction_table(self, paper_dataset: str) -> pd.DataFrame:
+        """Table 3 (WN18RR) or 4 (FB15k-237, :data:`LINK_TABLES`): :meth:`link_prediction` beside the paper."""
+        paper = published("distile", f"table{LINK_TABLES[paper_dataset]}", "rows")
+        return compare(self.link_prediction(paper_dataset), paper, student_dims=self.section["student_dims"],
+                       teacher_dim=self.section["teacher_dim"])
+
+    def timing_table(self) -> pd.DataFrame:
+        """Table 5 (:meth:`timing`) indexed by (model, dim), with the paper dimension (``paper dim``) and
+        the paper's ``params paper``, ``seconds paper (GPU)`` and ``speedup paper`` of that dimension."""
+        timing = pd.DataFrame(self.timing())
+        paper = published("distile", "table5", "rows")
+        timing["paper dim"] = timing["dim"].map({dim: str(p) for dim, p in self.paper_dims().items()})
+        cells = [paper[d][m] for d, m in zip(timing["paper dim"], timing["model"])]
+        timing["params paper"] = [round(c["params_k"] * 1000) for c in cells]
+        timing["speedup paper"] = [c["speedup"] for c in cells]
+        timing["seconds paper (GPU)"] = [c["inference_s"] for c in cells]
+        return timing.set_index(["model", "dim"])
+
+    def ablation_table(self) -> pd.DataFrame:
+        """Table 6 (:meth:`ablation`) beside the paper (MRR and H@10, as published)."""
+        return compare(self.ablation(), published("distile", "table6", "rows"), metrics=("MRR", "H@10"),
+                       student_dims=self.section["student_dims"])
+
+    def teacher_dimension_grid(self) -> pd.DataFrame:
+        """Figure 2 (:meth:`teacher_dimensions`): student test MRR, teacher dims (rows) by student
+        dims (columns, largest first)."""
+        grid = pd.DataFrame(self.teacher_dimensions()).pivot(index="teacher_dim", columns="student_dim", values="MRR")
+        return grid[sorted(grid.columns, reverse=True)]
+
+    def curves_frame(self) -> tuple[pd.DataFrame, int]:
+        """Figure 3 (:meth:`curves`): validation MRR by epoch (rows) of the ``no-DS`` and ``DS``
+        students (columns), and the last epoch of stage 1."""
+        curves = self.curves()
+        frame = pd.DataFrame({name: {p["epoch"]: p["MRR"] for p in curves[name]} for name in ("no-DS", "DS")})
+        frame.index.name = "epoch"
+        return frame, curves["switch_epoch"]
+
+
+
+def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, student_dims=None,
+            teacher_dim: int | None = None) -> pd.DataFrame:
+    """Measured rows beside the paper's: columns ``<m>`` and ``<m> paper`` per metric.
+
+    ``paper`` is a published table's ``rows`` mapping (``"<dim>/<method>" -> {model: metrics}``,
+    teacher row ``"64/Tea."``); the profile's dimensions are matched to the paper's by position
+    (teacher_dim -> 64, student_dims -> 32/16/8), shown in the column ``paper dim``.
+    """
+    dim_map = paper_dims(teacher_dim, student_dims)
+    out = []
+    for row in rows:
+        paper_dim = dim_map.get(row["dim"], row["dim"])
+        published_row = (paper.get(f"{paper_dim}/{row['method']}") or {}).get(row["model"], {})
+        entry = {"model": row["model"], "dim": row["dim"], "paper dim": paper_dim, "method": row["method"]}
+        for m in metrics:
+            entry[m] = row[m]
+            entry[f"{m} paper"] = published_row.get(m, float("nan"))
+        out.append(entry)
+    return pd.DataFrame(out).set_index(["model", "dim", "method"])
+
+
+def _row(model: str, dim: int, method: str, record: dict) -> dict:
+    metrics = record["test"][record["selected_model"]]["all"]
+    return {"model": model, "dim": dim, "method": method, **{m: metrics[m] for m in METRICS},
+            "run": record["run_name"]}
