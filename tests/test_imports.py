@@ -154,3 +154,17 @@ def test_the_facade_is_never_imported_inside_the_package():
 def test_no_module_is_over_about_400_lines(name):
     lines = len(module_names()[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by job"
+
+
+def test_tables_and_profile_keep_to_their_jobs():
+    """kgdistill.tables turns records into DataFrames without torch (it reads dims through the
+    runner only when asked); kgdistill.profile never imports the runner or the training code."""
+    known = module_names()
+    tree = ast.parse(known["kgdistill.tables"].read_text())
+    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in top_level for a in n.names} | {n.module for n in top_level if isinstance(n, ast.ImportFrom)}
+    assert not any(name and name.split(".")[0] == "torch" for name in names)
+    assert all(not (isinstance(n, ast.Import) and any(a.name.startswith("torch") for a in n.names)) for n in ast.walk(tree))
+    graph = import_graph()
+    assert graph["kgdistill.tables"] == {"kgdistill.runner", "kgdistill.profile"}  # runner: in model_dim; profile: types
+    assert not graph["kgdistill.profile"] & {"kgdistill.runner", "kgdistill.training", "kgdistill.loop", "kgdistill.study"}

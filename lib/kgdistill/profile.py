@@ -17,7 +17,7 @@ A profile's sections:
   makes a KD run distil from that recipe's finished baseline run);
 * ``tables`` / ``figure1`` / ``footprint`` / ``dataset_stats``: which rows, datasets, ranks,
   buckets the notebooks show;
-* ``distile`` (notebook 06, :mod:`kgdistill.distile.experiments`) and ``distile_in_table1``
+* ``distile`` (notebook 06, :mod:`kgdistill.distile.grid`) and ``distile_in_table1``
   (DistilE as an added row of Table 1, :mod:`kgdistill.distile.in_table1`): their runs are
   DistilEConfigs and enter tables as :class:`NamedRunSpec`.
 
