@@ -93,6 +93,17 @@ def _same(value: Any, default: Any) -> bool:
     return value == default
 
 
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """The precision a run actually uses on a device type: "auto" is tf32 on CUDA, fp32 elsewhere;
+    tf32 exists only on CUDA (fp32 elsewhere)."""
+    if precision == "auto" or (precision == "tf32" and device_type != "cuda"):
+        return "tf32" if device_type == "cuda" else "fp32"
+    return precision
+
+
 @dataclass(frozen=True)
 class ConfigBase:
     """Base of every run configuration (see the module docstring)."""
@@ -103,6 +114,14 @@ class ConfigBase:
     patience: int = 0
     #: smallest validation-MRR gain (absolute) that counts as an improvement for ``patience``
     min_delta: float = 0.0
+
+    #: record test metrics at every evaluation too (``history[i]["test"]``), to measure what
+    #: selecting on test would have picked (:mod:`kgdistill.selection`); selection stays on validation
+    test_history: bool = False
+    #: arithmetic of the training steps: "fp32"; "tf32" (CUDA matmuls in TF32); "bf16" (autocast
+    #: for the score products; log-softmax, losses, optimizer and MetaSD's meta-gradient in fp32);
+    #: "auto" = tf32 on CUDA, fp32 on CPU. Evaluation always runs in fp32 (tf32 on CUDA).
+    precision: str = "auto"
 
     #: ``{field: rule}`` checked in order by :meth:`validate`; subclasses extend it
     #: (the rules of the fields every family has: data, loop, evaluation, convergence)
@@ -115,14 +134,11 @@ class ConfigBase:
         "patience": non_negative(),
         "min_delta": non_negative(),
         "test_history": choice((True, False)),
+        "precision": choice(PRECISIONS),
     }
-    #: record test metrics at every evaluation too (``history[i]["test"]``), to measure what
-    #: selecting on test would have picked (:mod:`kgdistill.selection`); selection stays on validation
-    test_history: bool = False
-
     #: Fields added after records existed, with their defaults: left out of the identity while at
     #: their default, so adding one never changes an existing record's hash. Subclasses extend it.
-    LATE_FIELDS: ClassVar[dict[str, Any]] = {"patience": 0, "min_delta": 0.0, "test_history": False}
+    LATE_FIELDS: ClassVar[dict[str, Any]] = {"patience": 0, "min_delta": 0.0, "test_history": False, "precision": "auto"}
     #: which paper family the config belongs to ("metasd" or "distile"), stored in records
     PAPER: ClassVar[str] = "base"
 

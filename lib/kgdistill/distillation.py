@@ -253,6 +253,10 @@ class DistillationLearner(Learner):
         products is ever built. This equals differentiating through the virtual step with
         autograd (the finite-difference test checks it) at a fraction of the cost.
         """
+        with torch.autocast(self.device.type, enabled=False):  # the meta-gradient stays in fp32
+            return self._meta_gradient(batch, quiz)
+
+    def _meta_gradient(self, batch: torch.Tensor, quiz: torch.Tensor) -> tuple[torch.Tensor, list, tuple]:
         c, teacher, student = self.config, self.modules["teacher"], self.student
         with self.timed("virtual"):
             entity, relation = student.tables(masked=self.pruned)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .configbase import ConfigBase
+from .configbase import ConfigBase, resolve_precision
 from .datasets import KGDataset
 from .evaluation import Scorer, evaluation_report
 from .models import load_module_state
@@ -129,6 +129,11 @@ class TrainerBase:
         self.load_extra_state(state.get("extra", {}))
         self.phase_seconds = dict(state.get("phase_seconds", {}))
 
+    def precision_context(self):
+        """Autocast to bfloat16 for the training steps when the run's precision is bf16."""
+        precision = resolve_precision(self.config.precision, self.device.type)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
     @contextmanager
     def timed(self, phase: str):
         """Add the wall time of the block to ``phase_seconds[phase]`` (syncs CUDA for honest numbers)."""
@@ -185,12 +190,16 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG, config.to_dict())
 
+    precision = resolve_precision(config.precision, device.type)
+    if device.type == "cuda":  # TF32 matmuls for tf32 (and bf16's fp32 parts), exact fp32 otherwise
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
     for epoch in range(first_epoch, config.max_epochs + 1):
         if plateau.reached:  # resumed from the checkpoint that reached it
             break
         t0 = time.perf_counter()
-        fields = trainer.train_epoch(epoch, generator)
+        with trainer.precision_context():
+            fields = trainer.train_epoch(epoch, generator)
         entry = {"epoch": epoch, "seconds": time.perf_counter() - t0, **fields}
         if not all(math.isfinite(v) for v in entry["loss"].values()):
             bar.close()
@@ -254,6 +263,7 @@ def fit(
         "test": test,
         "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
         # budget-hit runs are not converged: tables mark them (patience 0 never converges)
+        "precision": precision,
         "converged": plateau.reached,
         "stopped_epoch": history[-1]["epoch"] if history else 0,
         "stop_reason": "plateau" if plateau.reached else "budget",

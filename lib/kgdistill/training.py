@@ -54,6 +54,9 @@ def supervised_loss(
     else:
         tails, relations, factors = torch.func.functional_call(model, params, (batch,), kwargs)
     targets = batch[:, 2]
+    tails = tails.float()  # bf16 autocast: the products may be bf16, the softmax and losses are not
+    if relations is not None:
+        relations = relations.float()
     if tail_ce:
         log_probs = F.log_softmax(tails, dim=-1)
         fit = F.nll_loss(log_probs, targets, weight=class_weights)  # = cross-entropy of the tails
@@ -92,16 +95,24 @@ class Learner(TrainerBase):
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
         """One pass over the shuffled reciprocal training triples; returns ``{"loss": {name: mean}}``."""
         self.start_epoch(epoch)
-        train = self.dataset.reciprocal(self.dataset.train)
-        order = torch.randperm(len(train), generator=generator)
+        train = self.train_triples
+        # the order comes from the seeded CPU generator (resumable), then lives on the device
+        order = torch.randperm(len(train), generator=generator).to(self.device)
         sums: dict[str, torch.Tensor] = {}
         n_batches = 0
         for start in range(0, len(train), self.config.batch_size):
-            batch = train[order[start : start + self.config.batch_size]].to(self.device)
+            batch = train[order[start : start + self.config.batch_size]]
             for k, v in self.train_step(batch).items():  # summed as tensors: no sync per step
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1
-        return {"loss": {k: float(v) / n_batches for k, v in sums.items()}}
+        return {"loss": {k: float(v) / n_batches for k, v in sums.items()}}  # one read per epoch
+
+    @property
+    def train_triples(self) -> torch.Tensor:
+        """The reciprocal training triples (2·|train|, 3), moved to the device once per run."""
+        if getattr(self, "_train_triples", None) is None:
+            self._train_triples = self.dataset.reciprocal(self.dataset.train).to(self.device)
+        return self._train_triples
 
     def record_fields(self, history: list[dict]) -> dict:
         """Sizes, dims, phase timings per epoch and the method's extras."""

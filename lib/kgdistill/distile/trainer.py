@@ -118,15 +118,17 @@ class DistilETrainer(TrainerBase):
         if "teacher" in self.modules:
             self.modules["teacher"].requires_grad_(stage == 2)
         order = torch.randperm(len(train), generator=generator)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         n_batches = 0
         for start in range(0, len(train), c.batch_size):
+            # negatives come from the seeded CPU generator (resumable, device-independent)
             pos = train[order[start : start + c.batch_size]]
             neg = corrupt(pos, c.negatives, self.dataset.n_entities, generator)
             for k, v in self.step(pos.to(self.device), neg.to(self.device), stage).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                # summed on the device in float64 (as Python floats were): no sync per step
+                sums[k] = sums[k] + v.double() if k in sums else v.double()
             n_batches += 1
-        losses = {k: v / n_batches for k, v in sums.items()}
+        losses = {k: float(v) / n_batches for k, v in sums.items()}  # one read per epoch
         self.end_epoch(losses, stage)
         return {"stage": stage, "loss": losses, "lr": self.learning_rates()}
 
