@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from kgdistill import RunConfig, load_dataset, run
     from kgdistill.analysis import load_best, one_shot_pruning
-    from kgdistill.study import format_table, save_table, stamp
+    from kgdistill.outputs import save_table, stamp
+    from kgdistill.tables import format_table
 
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.dataset)

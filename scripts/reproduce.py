@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "lib"))
-    from kgdistill.study import load_profile
+    from kgdistill.profile import load_profile
 
     os.chdir(ROOT)
     profile = load_profile(args.profile)

@@ -13,10 +13,7 @@ import pytest
 
 from kgdistill.plan import DISTILE_IN_TABLE1, DISTILE_NOTEBOOK, PlannedRun, matching, planned_runs
 
-try:
-    from kgdistill.profile import load_profile
-except ImportError:  # before kgdistill.study's split
-    from kgdistill.study import load_profile
+from kgdistill.profile import load_profile
 
 DATA = Path(__file__).parent / "data"
 

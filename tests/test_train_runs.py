@@ -17,10 +17,7 @@ import torch
 from kgdistill import queue
 from kgdistill.plan import PlannedRun, planned_runs
 
-try:
-    from kgdistill.profile import load_profile
-except ImportError:  # before kgdistill.study's split
-    from kgdistill.study import load_profile
+from kgdistill.profile import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +142,7 @@ def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys
 
 
 def test_lists_notebook_06_runs_teachers_first(script, tmp_path, capsys):
-    from kgdistill.distile.experiments import planned_runs as notebook_runs
+    from kgdistill.distile.planning import planned_runs as notebook_runs
 
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list", "--match", "DistilE notebook 06"]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "distile-" in line]

@@ -2,8 +2,8 @@
 
 :func:`planned_runs` lists, teachers first, the runs of Tables 1-4, Figure 1 and the footprint
 (``all_specs``), the teacher and student of Table 1's added DistilE row
-(:func:`kgdistill.distile.experiments.table1_planned_runs`) and notebook 06's DistilE runs
-(:func:`kgdistill.distile.experiments.planned_runs`). DistilE runs picked by a grid search
+(:func:`kgdistill.distile.planning.table1_planned_runs`) and notebook 06's DistilE runs
+(:func:`kgdistill.distile.planning.planned_runs`). DistilE runs picked by a grid search
 (a section with a ``grid``) depend on earlier results: they are not in the plan and train inside
 their notebooks. :mod:`kgdistill.queue` trains the plan (``scripts/train_runs.py``).
 """
@@ -15,13 +15,9 @@ from typing import Callable, Iterable, Union
 from .config import RunConfig
 from .datasets import KGDataset, load_dataset
 from .distile.config import DistilEConfig
-from .distile.experiments import planned_runs as distile_planned_runs
-from .distile.experiments import table1_planned_runs
-
-try:
-    from .profile import all_specs
-except ImportError:  # before kgdistill.study's split
-    from .study import all_specs
+from .distile.planning import planned_runs as distile_planned_runs
+from .distile.planning import table1_planned_runs
+from .profile import all_specs
 
 Config = Union[RunConfig, DistilEConfig]
 

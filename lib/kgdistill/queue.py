@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .plan import Config, PlannedRun, matching, planned_runs
+from .profile import load_profile
 from .records import CHECKPOINT, RECORD, existing_record, read_json
 from .runner import run as run_config
 from .runner import run_dir_for
@@ -192,11 +193,6 @@ def run_queue(profile: str | dict, *, list_only: bool = False, match: Iterable[s
     narrowed to the runs that ``match``; print each run's state (``list_only``) or train them.
     ``runs_dir``, ``device`` and ``threads`` default to the profile's. Raises
     :class:`NoMatchingRun` when ``match`` leaves nothing. Returns the exit status."""
-    try:
-        from .profile import load_profile
-    except ImportError:  # before kgdistill.study's split
-        from .study import load_profile
-
     if not isinstance(profile, dict):
         profile = load_profile(profile)
     runs_dir = Path(runs_dir).resolve() if runs_dir else Path(profile["runs_dir"])
