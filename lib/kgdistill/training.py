@@ -23,6 +23,9 @@ from .evalmodes import student_eval_rows
 from .regularizers import regularize
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
 class Losses(NamedTuple):
     """Per-batch terms of one model: ``fit`` (tail CE + RP·relation CE; RP only when the caller
     folds the tail CE into its own loss), ``penalty`` (regularizer), ``scores`` (B, N) tail
@@ -54,9 +57,9 @@ def supervised_loss(
     else:
         tails, relations, factors = torch.func.functional_call(model, params, (batch,), kwargs)
     targets = batch[:, 2]
-    tails = tails.float()  # bf16 autocast: the products may be bf16, the softmax and losses are not
-    if relations is not None:
-        relations = relations.float()
+    if tails.dtype in LOW_PRECISION:  # bf16 autocast: the products are bf16, the softmax and losses are not
+        tails = tails.float()
+        relations = relations.float() if relations is not None else None
     if tail_ce:
         log_probs = F.log_softmax(tails, dim=-1)
         fit = F.nll_loss(log_probs, targets, weight=class_weights)  # = cross-entropy of the tails
