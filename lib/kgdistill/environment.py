@@ -80,3 +80,50 @@ def apply_profile_env(profile: dict | str | os.PathLike, override: bool = False)
             os.environ[key] = value
             added[key] = value
     return added
+
+
+#: environment variables that change the floating-point summation order of CPU kernels
+NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS")
+
+
+class NumericEnvironmentError(RuntimeError):
+    """Training under a profile whose numeric ``env`` is not in force would write a record whose
+    numbers differ (in the last digits) from the same config's committed record."""
+
+
+def numeric_env() -> dict[str, str | None]:
+    """The numeric environment of this process: the :data:`NUMERIC_ENV` variables as set, and the
+    CPU kernel set torch actually dispatches to (fixed when torch was imported)."""
+    import torch
+
+    out: dict[str, str | None] = {name: os.environ.get(name) for name in NUMERIC_ENV}
+    out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
+
+
+def env_mismatches(required: dict[str, str]) -> list[str]:
+    """What differs between a profile's ``env`` and this process, one line each (empty: in force).
+    ``ATEN_CPU_CAPABILITY`` must also be the kernel set torch uses: set after torch was imported,
+    it has no effect."""
+    actual = numeric_env()
+    problems = [f"{k}={os.environ.get(k)!r} (the profile asks for {v!r})"
+                for k, v in required.items() if os.environ.get(k) != str(v)]
+    wanted = required.get("ATEN_CPU_CAPABILITY")
+    if wanted and str(actual["torch_cpu_capability"]).lower() != str(wanted).lower():
+        problems.append(f"torch dispatches to {actual['torch_cpu_capability']} kernels, not {wanted} "
+                        f"(ATEN_CPU_CAPABILITY must be set before torch is imported)")
+    return problems
+
+
+def check_numeric_env(required: dict[str, str], where: str = "this profile") -> None:
+    """Refuse to train when ``required`` (a profile's ``env``) is not in force, naming the fix."""
+    problems = env_mismatches(required)
+    if problems:
+        exports = " ".join(f"{k}={v}" for k, v in required.items())
+        raise NumericEnvironmentError(
+            f"{where} pins the CPU kernels for reproducible numbers, but this process differs: "
+            + "; ".join(problems)
+            + f". Start Python/Jupyter/papermill with them set, e.g. `env {exports} papermill ...`, or use "
+            f"scripts/reproduce.py, which sets them; reusing finished records needs nothing."
+        )

@@ -15,6 +15,7 @@ runner (:mod:`kgdistill.runner`) builds it and passes in any teacher it learns f
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -27,7 +28,12 @@ from .configbase import ConfigBase, resolve_precision
 from .datasets import KGDataset
 from .evaluation import Scorer, evaluation_report
 from .models import load_module_state
-from .records import BEST, CHECKPOINT, CONFIG, RECORD, atomic_torch_save, atomic_write_json, provenance
+from .records import (
+    BEST, CHECKPOINT, CONFIG, RECORD, atomic_torch_save, atomic_write_json, provenance, remove_orphan_temporaries,
+)
+
+
+log = logging.getLogger("kgdistill")
 
 
 class Plateau:
@@ -179,6 +185,7 @@ def fit(
     plateau = Plateau(config.patience, config.min_delta)
     first_epoch = 1
     checkpoint_path = out / CHECKPOINT
+    remove_orphan_temporaries(out)  # a run killed mid-write left its target intact and a temp file
     if checkpoint_path.exists() and not force:
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
         trainer.load_state_dict(checkpoint["learner"])
@@ -187,6 +194,7 @@ def fit(
         history, best = checkpoint["history"], checkpoint["best"]
         plateau.load_state_dict(checkpoint.get("plateau", {}))
         first_epoch = checkpoint["epoch"] + 1
+        log.info("%s: resuming from epoch %d (checkpoint of epoch %d)", config.run_name(), first_epoch, first_epoch - 1)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG, config.to_dict())
 

@@ -26,6 +26,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the user's usual mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -34,6 +35,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files an :func:`atomic_write_bytes` killed between write and
+    rename left in ``folder``; returns them. Their target is intact (the rename never happened)."""
+    folder = Path(folder)
+    removed = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -93,7 +110,10 @@ def provenance(device: torch.device) -> dict[str, str]:
     """Where and with what a result was produced."""
     import numpy
 
+    from .environment import numeric_env
+
     return {
+        "numeric_env": numeric_env(),
         "device": device_description(device),
         "torch": torch.__version__,
         "numpy": numpy.__version__,

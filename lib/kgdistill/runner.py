@@ -23,6 +23,7 @@ from .datasets import KGDataset, load_dataset, long_tail_split
 from .distile.config import DistilEConfig
 from .distile.trainer import DistilETrainer, build_backbone
 from .distillation import DistillationLearner
+from .environment import check_numeric_env
 from .loop import TrainerBase, fit
 from .models import build_model, load_module_state
 from .records import BEST, CHECKPOINT, RECORD, existing_record, pick_device
@@ -77,8 +78,13 @@ def run(
     keep_checkpoint: bool = True,
     stop_after_epoch: int | None = None,
     dataset: KGDataset | None = None,
+    required_env: dict[str, str] | None = None,
 ) -> dict:
     """Train (or resume, or reuse) the run described by ``config`` and return its record.
+
+    ``required_env`` (a profile's ``env``): refuse to *train* unless it is in force
+    (:func:`kgdistill.environment.check_numeric_env`), so a run never writes a record whose numbers
+    differ from the same config's record made under the profile's pinned kernels.
 
     ``force`` retrains even when a record exists. ``stop_after_epoch`` ends the run after that
     epoch's checkpoint (used for time slices and to test resumption); the returned dict then
@@ -90,6 +96,8 @@ def run(
     record = existing_record(out, force)
     if record is not None:
         return record
+    if required_env:
+        check_numeric_env(required_env, where=f"run {config.run_name()}")
     dev = pick_device(device)
     if dataset is None or dataset.name.lower() != config.dataset.lower():
         dataset = load_dataset(config.dataset, data_dir)
@@ -97,7 +105,8 @@ def run(
     teacher_config = config.teacher_config()
     if teacher_config is not None:  # before the seed: a teacher trained here reseeds torch
         teacher_state, teacher_record = _best_state(
-            teacher_config, runs_dir, dataset, dev, data_dir=data_dir, show_progress=show_progress)
+            teacher_config, runs_dir, dataset, dev, data_dir=data_dir, show_progress=show_progress,
+            required_env=required_env)
     torch.manual_seed(config.seed)
     trainer = make_trainer(config, dataset, dev, teacher_state)
     subsets, extra = _family_outputs(config, dataset, teacher_record)
