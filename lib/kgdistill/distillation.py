@@ -28,12 +28,12 @@ import torch
 from .config import RunConfig
 from .datasets import KGDataset
 from .evaluation import Scorer
-from .models import KBCModel, build_model, load_module_state, rank_for_budget
+from .models import KBCModel, build_model, rank_for_budget
 from .pruning import kept_count, magnitude_mask, mask_density
 from .distill_losses import distillation_kl, distilled_cross_entropy, tempered_log_probs
 from .metastep import MetaStep
 from .evalmodes import student_eval_rows
-from .training import Learner, Losses, fit_loss, supervised_loss
+from .training import Learner, Losses, fit_loss, supervised_loss, trained_teacher
 
 
 class DistillationLearner(MetaStep, Learner):
@@ -50,13 +50,8 @@ class DistillationLearner(MetaStep, Learner):
         self.teacher_mode = switches["teacher"]
         self.meta = bool(switches["meta"])
         if self.teacher_mode == "frozen":
-            if teacher_state is None:
-                raise ValueError("config field 'teacher': a frozen-teacher method needs the teacher's trained weights; "
-                                 "train it through kgdistill.runner.run, which loads them")
-            spec = config.teacher_config()
             # built after the run's seed, as the student's draws have always followed its initialisation
-            teacher = build_model(spec.model, dataset.n_entities, dataset.n_relations, spec.rank, spec.init_scale)
-            load_module_state(teacher, teacher_state)
+            teacher = trained_teacher(config, dataset, teacher_state)
         else:
             teacher = build_model(config.model, dataset.n_entities, dataset.n_relations, config.rank, config.init_scale)
         self.modules["teacher"] = teacher.to(device)

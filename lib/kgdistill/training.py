@@ -84,6 +84,18 @@ def fit_loss(
     return losses.fit + losses.penalty, losses.scores
 
 
+def trained_teacher(config: RunConfig, dataset: KGDataset, teacher_state: dict | None) -> KBCModel:
+    """The finished baseline run ``config.teacher`` (KD's teacher, prune_finetune's source) built
+    with its trained weights ``teacher_state`` (which :func:`kgdistill.runner.run` loads)."""
+    if teacher_state is None:
+        raise ValueError(f"config field 'teacher': method {config.method!r} needs the trained weights of its teacher "
+                         f"run; train it through kgdistill.runner.run, which loads them")
+    spec = config.teacher_config()
+    model = build_model(spec.model, dataset.n_entities, dataset.n_relations, spec.rank, spec.init_scale)
+    load_module_state(model, teacher_state)
+    return model
+
+
 class Learner(TrainerBase):
     """One training method of the MetaSD family. Subclasses fill ``modules``/``optimizers`` and
     implement ``train_step``; an epoch is one pass over the shuffled reciprocal training triples."""
@@ -172,12 +184,7 @@ class PrunedFinetuneLearner(Learner):
 
     def __init__(self, config: RunConfig, dataset: KGDataset, device: torch.device, teacher_state: dict | None = None):
         super().__init__(config, dataset, device)
-        if teacher_state is None:
-            raise ValueError("config field 'teacher': prune_finetune needs its source's trained weights; "
-                             "train it through kgdistill.runner.run, which loads them")
-        source = config.teacher_config()
-        model = build_model(source.model, dataset.n_entities, dataset.n_relations, source.rank, source.init_scale)
-        load_module_state(model, teacher_state)
+        model = trained_teacher(config, dataset, teacher_state)
         model.set_masks(magnitude_mask(model.prunable(), config.gamma))
         self.modules["student"] = model.to(device)
         self.optimizers["student"] = torch.optim.Adagrad(model.parameters(), lr=config.learning_rate)
