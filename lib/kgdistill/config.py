@@ -71,8 +71,6 @@ class RunConfig(ConfigBase):
     batch_size: int = 1000
     max_epochs: int = 50
     eval_every: int = 5
-    seed: int = 0
-    tie_policy: str = "pessimistic"
     eval_batch_size: int = 500
     long_tail_threshold: int = 1000
     # --- distillation (methods other than "baseline") -----------------------------------

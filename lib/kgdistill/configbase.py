@@ -108,6 +108,11 @@ def resolve_precision(precision: str, device_type: str) -> str:
 class ConfigBase:
     """Base of every run configuration (see the module docstring)."""
 
+    #: seeds torch's initialisation, the shuffling/negative-sampling generator and the quiz draw
+    seed: int = 0
+    #: rank of the answer among equal scores: "pessimistic" (after all ties, as the official
+    #: MetaSD code), "optimistic", "realistic" (the mean)
+    tie_policy: str = "pessimistic"
     #: Stop when validation MRR has not improved by at least ``min_delta`` for ``patience``
     #: evaluations in a row; 0 trains the whole ``max_epochs`` budget. Records state whether
     #: the plateau was reached (``converged``) and the stopping epoch.

@@ -47,8 +47,6 @@ class DistilEConfig(ConfigBase):
     batch_size: int = 1024
     max_epochs: int = 1000
     eval_every: int = 10
-    seed: int = 0
-    tie_policy: str = "pessimistic"
     eval_batch_size: int = 256
     # --- distillation (method "ds") ------------------------------------------------------
     alpha: float = 0.5
