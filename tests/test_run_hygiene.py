@@ -86,3 +86,31 @@ def test_a_plain_process_without_the_smoke_env_is_refused(tmp_path):
     assert done.returncode != 0
     assert "NumericEnvironmentError" in done.stderr and "ATEN_CPU_CAPABILITY" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_weights_of_a_committed_record_are_retrained_beside_it_without_touching_it(tmp_path, nations):
+    from kgdistill.runner import load_best
+
+    record = run(QUICK, tmp_path, device="cpu", dataset=nations)
+    out = run_dir_for(QUICK, tmp_path)
+    (out / "best.pt").unlink()  # as after a clone: checkpoints are not committed
+    committed = (out / "record.json").read_bytes()
+    model, again = load_best(QUICK, tmp_path, nations)
+    assert (out / "record.json").read_bytes() == committed and (out / "best.pt").exists()
+    assert again["test"] == record["test"]
+    assert (tmp_path / ".retrain" / QUICK.run_name() / "record.json").exists()
+
+
+def test_a_rerun_that_differs_from_the_committed_record_is_warned_about(tmp_path, nations):
+    import json
+
+    from kgdistill.runner import load_best
+
+    run(QUICK, tmp_path, device="cpu", dataset=nations)
+    out = run_dir_for(QUICK, tmp_path)
+    (out / "best.pt").unlink()
+    doctored = json.loads((out / "record.json").read_text())
+    doctored["test"]["model"]["all"]["MRR"] += 0.01  # as if made under other CPU kernels
+    (out / "record.json").write_text(json.dumps(doctored))
+    with pytest.warns(UserWarning, match="differ from the committed record"):
+        load_best(QUICK, tmp_path, nations)
