@@ -1,10 +1,15 @@
 """Training throughput of the baseline step (1-vs-all cross-entropy + regularizer, Adagrad).
 
 Times ``PlainLearner.train_step`` — the step every method builds on — on batches of reciprocal
-training triples, per rank, after warm-up batches that are not timed, and prints triples/s.
+training triples, per rank and batch size (the kbc/DURA recipes' 100 and the default 1000),
+after warm-up batches that are not timed, and prints ms/step, steps/s, triples/s, the kernels a
+step launches, and the step's ratio to its arithmetic floor: the measured time of its bare score
+product, log-softmax and the two gradient products (:func:`kgdistill.costs.floor_seconds`). A
+ratio far above 1 at batch 100 is per-step overhead (many small kernels and allocations), not
+arithmetic.
 
     python benchmarks/train_speed.py                      # FB15k-237, ComplEx, ranks 100 and 500
-    python benchmarks/train_speed.py --dataset UMLS --ranks 32 --batches 50
+    python benchmarks/train_speed.py --dataset WN18RR --ranks 8 --batch-sizes 100
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import time
 import torch
 
 from kgdistill.config import RunConfig
+from kgdistill.costs import QUERY_WIDTH, count_kernels, floor_seconds
 from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
 from kgdistill.models import BACKBONES
 from kgdistill.records import device_description, pick_device
@@ -36,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES), help="benchmark name")
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 500], help="embedding ranks to time")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="triples per training step")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, DEFAULTS.batch_size],
+                        help="triples per training step (the kbc/DURA recipes use 100)")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
@@ -58,20 +65,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_rank(args: argparse.Namespace, dataset, device: torch.device, rank: int) -> dict[str, float]:
-    """Best and median seconds per step over ``repeats`` runs of ``batches`` steps."""
+def time_rank(args: argparse.Namespace, dataset, device: torch.device, rank: int, batch_size: int) -> dict[str, float]:
+    """Best and median seconds per step over ``repeats`` runs of ``batches`` steps, and the
+    kernels one step launches."""
     torch.manual_seed(args.seed)
     config = RunConfig(
-        dataset=dataset.name, model=args.model, rank=rank, batch_size=args.batch_size, regularizer=args.regularizer
+        dataset=dataset.name, model=args.model, rank=rank, batch_size=batch_size, regularizer=args.regularizer
     )
     learner = PlainLearner(config, dataset, device)
     train = dataset.reciprocal(dataset.train)
     generator = torch.Generator().manual_seed(args.seed)
-    needed = (args.warmup + args.batches * args.repeats) * args.batch_size
+    needed = (args.warmup + 1 + args.batches * args.repeats) * batch_size
     order = torch.cat([torch.randperm(len(train), generator=generator) for _ in range(needed // len(train) + 1)])
-    batches = iter(train[order[i : i + args.batch_size]].to(device) for i in range(0, needed, args.batch_size))
+    batches = iter(train[order[i : i + batch_size]].to(device) for i in range(0, needed, batch_size))
     for _ in range(args.warmup):
         learner.train_step(next(batches))
+    batch = next(batches)
+    kernels = count_kernels(lambda: learner.train_step(batch))
     _sync(device)
     per_step = []
     for _ in range(args.repeats):
@@ -81,7 +91,7 @@ def time_rank(args: argparse.Namespace, dataset, device: torch.device, rank: int
         _sync(device)
         per_step.append((time.perf_counter() - start) / args.batches)
     per_step.sort()
-    return {"best": per_step[0], "median": per_step[len(per_step) // 2]}
+    return {"best": per_step[0], "median": per_step[len(per_step) // 2], "kernels": kernels}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,13 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_dataset(args.dataset, args.data_dir)
     print(
         f"train_speed: {dataset.name} ({dataset.n_entities} entities, {len(dataset.train)} train triples), "
-        f"{args.model}, batch {args.batch_size} reciprocal triples, {args.batches} timed batches x "
-        f"{args.repeats} repeats after {args.warmup} warm-up; device {device_description(device)}"
+        f"{args.model}, {args.batches} timed batches x {args.repeats} repeats after {args.warmup} warm-up; "
+        f"device {device_description(device)}"
     )
-    print(f"{'rank':>6} {'ms/step (best)':>15} {'ms/step (median)':>17} {'triples/s (best)':>17}")
+    print(f"{'rank':>6} {'batch':>6} {'ms/step (best)':>15} {'ms/step (median)':>17} {'steps/s':>8} "
+          f"{'triples/s (best)':>17} {'kernels':>8} {'floor ms':>9} {'over floor':>10}")
     for rank in args.ranks:
-        t = time_rank(args, dataset, device, rank)
-        print(f"{rank:>6} {1e3 * t['best']:>15.1f} {1e3 * t['median']:>17.1f} {args.batch_size / t['best']:>17.0f}")
+        for batch_size in args.batch_sizes:
+            t = time_rank(args, dataset, device, rank, batch_size)
+            floor = floor_seconds(dataset.n_entities, QUERY_WIDTH[args.model](rank), batch_size, device, args.repeats)
+            print(f"{rank:>6} {batch_size:>6} {1e3 * t['best']:>15.1f} {1e3 * t['median']:>17.1f} {1 / t['best']:>8.1f} "
+                  f"{batch_size / t['best']:>17.0f} {t['kernels']:>8d} {1e3 * floor:>9.2f} {t['best'] / floor:>10.2f}")
 
 
 if __name__ == "__main__":

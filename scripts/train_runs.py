@@ -6,6 +6,7 @@
     python scripts/train_runs.py --profile cpu --match WN18RR  # only runs whose row/recipe/name contains it
     python scripts/train_runs.py --profile cpu --match "DistilE notebook 06"   # or "DistilE in Table 1"
     python scripts/train_runs.py --profile paper --stop-after-minutes 8   # GPU chunks: resume next call
+    python scripts/train_runs.py --profile gpu --launcher submitit        # one Slurm job per run (kgdistill.launch)
 
 The runs are the profile's plan (``kgdistill.plan.planned_runs``): those of Tables 1-4, Figure 1
 and the footprint, the teacher and student of Table 1's added DistilE row and notebook 06's
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stop-after-minutes", type=float, default=None,
                         help="start no new epoch-chunked run after this; the run in progress stops at its next checkpoint")
     parser.add_argument("--show-progress", action="store_true")
+    parser.add_argument("--launcher", choices=("queue", "submitit"), default="queue",
+                        help="queue: train here, in order; submitit: one job per run (Slurm, with the profile's "
+                             "slurm section; local processes without Slurm)")
+    parser.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
+                        help="submitit's executor (default: slurm when srun is found, else local)")
     return parser.parse_args(argv)
 
 
@@ -50,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from kgdistill.queue import NoMatchingRun, run_queue
 
     try:
+        if args.launcher == "submitit" and not args.list:
+            from kgdistill.launch import submit_queue
+
+            return submit_queue(args.profile, match=args.match, runs_dir=args.runs_dir, device=args.device,
+                                threads=args.threads, cluster=args.cluster)
         return run_queue(args.profile, list_only=args.list, match=args.match, runs_dir=args.runs_dir,
                          device=args.device, threads=args.threads, stop_after_minutes=args.stop_after_minutes,
                          show_progress=args.show_progress)

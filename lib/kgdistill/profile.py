@@ -9,6 +9,9 @@ that read them (:class:`RunSpec`, :class:`NamedRunSpec`, :func:`table_specs`, :f
 A profile's sections:
 
 * ``runs_dir``, ``device``, ``threads``, ``env``, ``seeds``: where records live, what runs them;
+* ``subset_of``: the study profile whose runs this one trains a part of (``gpu``: ``paper``); such
+  a profile has fewer tables and no notebook sections;
+* ``slurm``: what each run's job asks a Slurm cluster for (:mod:`kgdistill.launch`);
 * ``common``: :class:`~kgdistill.config.RunConfig` overrides for every run;
 * ``datasets``: for each paper dataset (``FB15k-237``, ``WN18RR``) the benchmark actually trained
   (``data``; the smoke profile trains a small stand-in), its ``config`` overrides and per-recipe
@@ -50,6 +53,9 @@ TABLE1_DEFAULTS = {"table": "table1", "beside": "MetaSD", "model": "ComplEx"}
 RUN, DISTILE = "RunConfig", "DistilEConfig"
 SCHEMA: dict = {
     "name": None, "description": None, "runs_dir": None, "device": None, "threads": None, "env": None, "seeds": None,
+    "subset_of": None,
+    "slurm": {"partition": None, "gpus_per_node": None, "cpus_per_task": None, "mem_gb": None, "timeout_min": None,
+              "account": None, "constraint": None, "additional": None},
     "common": RUN,
     "datasets": {"*": {"data": None, "config": RUN, "recipes": {"*": RUN}}},
     "recipes": {"*": RUN},

@@ -138,7 +138,7 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
             if not try_lock(run_dir):
                 continue
             try:
-                if _train_one(config, run_dir, runs_dir, device, show_progress, deadline):
+                if train_one(config, run_dir, runs_dir, device, show_progress, deadline):
                     del pending[name]
             finally:
                 release(run_dir)
@@ -150,8 +150,8 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
     return True
 
 
-def _train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_progress: bool,
-               deadline: float | None) -> bool:
+def train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_progress: bool,
+              deadline: float | None) -> bool:
     """Train (or resume) one locked run, up to the deadline; True when it finished."""
     start = time.time()
     print(f"training {config.run_name()} ...", flush=True)
