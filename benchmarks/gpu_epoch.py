@@ -102,7 +102,8 @@ def time_config(args: argparse.Namespace, config: RunConfig, dataset, device: to
     torch.manual_seed(args.seed)
     learner = make_trainer(config, dataset, device)
     learner.start_epoch(1)
-    step = compiled_step(learner) if args.compile and isinstance(learner, PlainLearner) else learner.train_step
+    compiled = args.compile and isinstance(learner, PlainLearner)
+    step = compiled_step(learner) if compiled else learner.train_step
     train = learner.train_triples
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(train), generator=generator).to(device)
@@ -111,7 +112,7 @@ def time_config(args: argparse.Namespace, config: RunConfig, dataset, device: to
     with learner.precision_context():
         for batch in batches[: args.warmup]:
             step(batch)
-        kernels = count_kernels(lambda: step(batches[0])) if not args.compile else 0
+        kernels = "compiled" if compiled else count_kernels(lambda: step(batches[0]))
         _sync(device)
         times = []
         for batch in batches[args.warmup :]:

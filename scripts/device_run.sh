@@ -76,6 +76,9 @@ if [ -n "$missing" ]; then
 fi
 if [ -d "$CARRY/data" ]; then
   export KGC_DATA_DIR="$CARRY/data"
+elif [ -z "${KGC_DATA_DIR:-}" ] && [ ! -d "$ROOT/../shared/data" ]; then
+  say "no data archives carried ($CARRY/data) and no KGC_DATA_DIR: the machine cannot download them;" \
+      "run 'bash scripts/device_prepare.sh' here and name $CARRY in the device tool's carry"
 fi
 
 # 2. the command
