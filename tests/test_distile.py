@@ -342,3 +342,31 @@ def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
     assert timing.loc[("ComplEx", 8), "params paper"] == round(table5["32"]["ComplEx"]["params_k"] * 1000)
     assert timing.loc[("ComplEx", 16), "speedup paper"] == table5["64"]["ComplEx"]["speedup"]
     assert D.describe().splitlines()[:2] == ["profile: smoke", "  WN18RR: trained on UMLS"]
+
+
+def test_per_dataset_overrides_change_only_that_datasets_configs():
+    # the cpu profile runs WN18RR to convergence while FB15k-237 keeps its committed configs (run names)
+    from kgdistill.distile.planning import planned_runs
+
+    section = {
+        "datasets": {"WN18RR": "Nations", "FB15k-237": "Kinship"}, "models": ["TransE", "RotatE"], "teacher_dim": 8,
+        "student_dims": [4], "teacher_dims": [8], "config": {"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1},
+        "per_model": {"RotatE": {"learning_rate": 0.05}}, "grid": {},
+        "ablation": {"dataset": "WN18RR"}, "figure2": {"dataset": "WN18RR", "model": "TransE"},
+        "figure3": {"dataset": "FB15k-237", "model": "TransE", "dim": 4, "eval_every": 2},
+    }
+    overridden = {**section, "per_dataset": {"WN18RR": {"max_epochs": 6, "stage1_epochs": 3, "patience": 2, "learning_rate": 0.02}},
+                  "per_dataset_model": {"WN18RR": {"TransE": {"learning_rate": 0.001}}}}
+    before = {c.run_name(): c for c, _ in planned_runs(section)}
+    after = {c.run_name(): c for c, _ in planned_runs(overridden)}
+    kinship = lambda runs: {n for n, c in runs.items() if c.dataset == "Kinship"}  # noqa: E731
+    assert kinship(before) and kinship(after) == kinship(before)  # FB15k-237: same runs, same names
+    nations = [c for c in after.values() if c.dataset == "Nations"]
+    assert nations and not {c.run_name() for c in nations} & set(before)
+    for c in nations:
+        assert (c.max_epochs, c.patience) == (6, 2) and (c.method == "plain" or c.stage1_epochs in (0, 3, 6))
+        # later wins: per_dataset < per_model < per_dataset_model; a DS run's teacher gets the same
+        assert c.learning_rate == {"TransE": 0.001, "RotatE": 0.05}[c.model]
+        assert c.teacher is None or DistilEConfig.from_dict(c.teacher).learning_rate == c.learning_rate
+    with pytest.raises(ValueError, match="WN18R"):
+        planned_runs({**section, "per_dataset": {"WN18R": {"max_epochs": 6}}})

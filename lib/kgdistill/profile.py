@@ -66,7 +66,8 @@ SCHEMA: dict = {
     "dataset_stats": {"datasets": None, "frequency_plots": None, "long_tail": {"dataset": None, "threshold": None}},
     "distile": {
         "datasets": None, "models": None, "teacher_dim": None, "student_dims": None, "teacher_dims": None,
-        "config": DISTILE, "per_model": {"*": DISTILE}, "grid": DISTILE,
+        "config": DISTILE, "per_dataset": {"*": DISTILE}, "per_model": {"*": DISTILE},
+        "per_dataset_model": {"*": {"*": DISTILE}}, "grid": DISTILE,
         "ablation": {"dataset": None, "models": None},
         "figure2": {"dataset": None, "model": None},
         "figure3": {"dataset": None, "model": None, "dim": None, "eval_every": None},

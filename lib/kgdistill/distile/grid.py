@@ -10,7 +10,10 @@ The section (see params/*.yaml for the documented values) holds:
 
 * ``datasets``: paper dataset -> dataset actually used (smoke: UMLS for WN18RR, Kinship for FB15k-237),
 * ``models``, ``teacher_dim``, ``student_dims``, ``teacher_dims`` (Figure 2),
-* ``config``: :class:`DistilEConfig` overrides shared by every run; ``per_model``: overrides per backbone,
+* ``config``: :class:`DistilEConfig` overrides shared by every run; ``per_dataset``: overrides per paper
+  dataset; ``per_model``: overrides per backbone; ``per_dataset_model``: per paper dataset, then backbone
+  (:meth:`DistilEStudy.fields`: applied in that order, later wins), so one dataset can run at its own
+  settings while the other keeps its configs (and its records' run names),
 * ``grid``: lists of values tried per field (e.g. ``learning_rate``, ``alpha``); every combination is
   trained and the one with the best *validation* MRR is reported (``alpha`` also sets ``beta``,
   as the paper searches {α, β} in one set). Plain runs ignore the distillation fields of the grid.
@@ -91,10 +94,22 @@ class DistilEStudy:
                 return self.dataset(paper)
         return load_dataset(config.dataset, self.data_dir)
 
+    def fields(self, paper_dataset: str, model: str) -> dict:
+        """The section's config overrides for one paper dataset and backbone: ``config``, then
+        ``per_dataset.<dataset>``, ``per_model.<model>``, ``per_dataset_model.<dataset>.<model>``."""
+        sec = self.section
+        for key in ("per_dataset", "per_dataset_model"):
+            unknown = sorted(set(sec.get(key) or {}) - set(sec["datasets"]))
+            if unknown:  # a typo would otherwise silently leave that dataset at the shared settings
+                raise ValueError(f"distile.{key} names {unknown}, not paper datasets of distile.datasets "
+                                 f"{sorted(sec['datasets'])}")
+        layers = (sec.get("config"), (sec.get("per_dataset") or {}).get(paper_dataset),
+                  (sec.get("per_model") or {}).get(model),
+                  ((sec.get("per_dataset_model") or {}).get(paper_dataset) or {}).get(model))
+        return {k: v for layer in layers for k, v in (layer or {}).items()}
+
     def _candidates(self, paper_dataset: str, model: str, dim: int, method: str, **extra) -> list[DistilEConfig]:
-        base = dict(self.section.get("config", {}))
-        base.update(self.section.get("per_model", {}).get(model, {}))
-        base.update(extra)
+        base = {**self.fields(paper_dataset, model), **extra}
         grid = dict(self.section.get("grid", {}))
         if method != "ds":
             grid = {k: v for k, v in grid.items() if k not in DS_FIELDS}
@@ -200,6 +215,9 @@ class DistilEStudy:
                      f"Figure 2 teacher dims {sec['teacher_dims']}")
         lines.append(f"  run settings: {sec['config']}, per model: {sec.get('per_model') or {}}, "
                      f"grid: {sec.get('grid') or {}}")
+        for key in ("per_dataset", "per_dataset_model"):  # shown only where a profile uses them
+            if sec.get(key):
+                lines.append(f"  {key.replace('_', ' ')}: {sec[key]}")
         return "\n".join(lines)
 
     def trained_on(self, paper_dataset: str) -> str:
