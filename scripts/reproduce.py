@@ -4,29 +4,44 @@
     python scripts/reproduce.py --profile cpu            # the README's main command
     python scripts/reproduce.py --profile smoke          # minutes on a laptop
     python scripts/reproduce.py --profile cpu --retrain  # retrain runs even when records exist
+    python scripts/reproduce.py --profile smoke --results-dir /tmp/try   # everything under /tmp/try
+    python scripts/reproduce.py --profile my.yaml        # a profile file anywhere (results/my/)
     python scripts/reproduce.py --profile smoke --in-place   # refresh the committed notebooks
 
 Each notebook runs in ``notebooks/`` (kernel ``python3``) with the parameters ``profile`` and
-``show_progress=False``; the executed copies go to ``results/<profile>/notebooks/`` (``--in-place``
-overwrites ``notebooks/`` instead: that is how the committed, smoke-executed notebooks are made).
-The notebooks write tables to ``results/<profile>/tables/`` and figures to
-``results/<profile>/figures/``; run records live in the profile's ``runs_dir``
-(``results/<profile>/runs/``), and a missing record is trained.
+``show_progress=False``. Everything a run writes goes under one root, ``--results-dir``
+(default ``results/<profile>/``): the executed copies in ``notebooks/``, tables in ``tables/``,
+figures in ``figures/`` and, when a root is chosen, the run records in ``runs/`` (``--runs-dir``
+reads and trains records elsewhere, e.g. the committed ones, and needs a chosen root). Without a
+root the records live in the profile's ``runs_dir`` (``results/<profile>/runs/``). A missing
+record is trained. ``--in-place`` writes the executed notebooks over ``notebooks/``: that is how
+the committed, smoke-executed notebooks are made.
 
 The profile's ``env`` mapping (e.g. the smoke profile's CPU-kernel pins) is exported before the
 kernels start. On the first failing notebook the runner stops and names the notebook, the cell
-and the error; the executed copy holds the full traceback.
+and the error; the executed copy with the traceback is written beside the last good one as
+``<name>.failed.ipynb`` (the good copy stays). Errors are one clear line; ``--debug`` shows the
+traceback.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+#: the kernels' own log (e.g. "Kernel is running over TCP without encryption", a "KeyboardInterrupt
+#: caught in kernel" when papermill stops it) is not the user's concern: errors reach the runner
+#: through the cells' outputs
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+
+
+class UsageError(Exception):
+    """A wrong combination of options; the message says which to use."""
 
 
 def notebooks(only: list[str] | None) -> list[Path]:
@@ -66,71 +81,151 @@ def strip_run_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def failed_copy(target: Path, folder: Path | None = None) -> Path:
+    """Where the executed copy of a failed notebook goes: ``<name>.failed.ipynb`` beside ``target``
+    (in ``folder`` instead when given: never in ``notebooks/``, where it would pass for a notebook)."""
+    return (folder or target.parent) / f"{target.stem}.failed.ipynb"
+
+
+def profile_parameter(profile: dict) -> str:
+    """The ``profile`` notebook parameter: the name for a profile of ``params/``, else its file's path."""
+    path = Path(profile["_path"])
+    return profile["name"] if path == ROOT / "params" / f"{profile['name']}.yaml" else str(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml (default: cpu)")
+    parser.add_argument("--profile", default="cpu", help="a name of params/ or a path to a profile file (default: cpu)")
     parser.add_argument("--retrain", action="store_true", help="retrain every run even when its record exists")
     parser.add_argument("--only", nargs="+", help="run only these notebooks (name prefixes, e.g. 01 03_ablation)")
     parser.add_argument("--in-place", action="store_true", help="write executed notebooks over notebooks/ (for the committed smoke outputs)")
     parser.add_argument("--show-progress", action="store_true", help="progress bars inside the notebooks' training")
-    parser.add_argument("--runs-dir", help="read/write run records here instead of the profile's runs_dir")
+    parser.add_argument("--results-dir", help="the root of everything written: notebooks/, tables/, figures/, runs/ (default: results/<profile>/)")
+    parser.add_argument("--runs-dir", help="read/write run records here instead of <results-dir>/runs (needs --results-dir)")
     parser.add_argument("--fresh-runs", action="store_true", help="train everything in a new temporary runs folder (deleted afterwards)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
 
-    sys.path.insert(0, str(ROOT / "lib"))
-    from kgdistill.profile import load_profile
 
-    os.chdir(ROOT)
-    profile = load_profile(args.profile)
-    prepare_environment(profile)
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    out_dir = NOTEBOOKS if args.in_place else ROOT / "results" / profile["name"] / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {"profile": profile["name"], "show_progress": bool(args.show_progress)}
+def plan(args: argparse.Namespace, profile: dict) -> tuple[Path, Path, dict]:
+    """Check the options before anything is written; returns (output root, folder of the executed
+    notebooks, notebook parameters without the runs folder of ``--fresh-runs``)."""
+    if args.in_place and (profile["name"] != "smoke" or args.retrain or args.show_progress or args.results_dir or args.runs_dir):
+        raise UsageError("--in-place is for the committed smoke outputs: use it with --profile smoke only, "
+                         "without --retrain/--show-progress/--results-dir/--runs-dir")
+    if args.runs_dir and not args.results_dir:
+        raise UsageError(f"--runs-dir {args.runs_dir} moves only the run records; choose where notebooks, tables "
+                         f"and figures go too with --results-dir DIR (alone, it puts the records in DIR/runs)")
+    if args.fresh_runs and args.runs_dir:
+        raise UsageError("--fresh-runs trains in a temporary runs folder; leave out --runs-dir")
+    root = Path(args.results_dir).resolve() if args.results_dir else ROOT / "results" / profile["name"]
+    parameters: dict = {"profile": profile_parameter(profile), "show_progress": bool(args.show_progress)}
+    if args.results_dir:
+        parameters["results_dir"] = str(root)
+    if args.runs_dir:
+        parameters["runs_dir"] = str(Path(args.runs_dir).resolve())
     if args.retrain:
         parameters["retrain_since"] = time.time()
-    if args.in_place and (args.profile != "smoke" or args.retrain or args.show_progress):
-        sys.exit("--in-place is for the committed smoke outputs: use it with --profile smoke only, without --retrain/--show-progress")
     if args.in_place:
         parameters = {}  # the notebooks' own defaults are the smoke profile
+    return root, (NOTEBOOKS if args.in_place else root / "notebooks"), parameters
+
+
+def execute(nb: Path, target: Path, parameters: dict, failed: Path) -> None:
+    """Execute ``nb`` into ``target`` through a temporary file: on success it replaces ``target``
+    (and removes an older ``failed`` copy); on failure it becomes ``failed`` and ``target``, the
+    last good copy, stays. Raises papermill's execution error."""
+    import papermill as pm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    running = target.with_name(f".{target.stem}.{os.getpid()}.running.ipynb")  # papermill creates it: the user's umask
+    try:
+        pm.execute_notebook(
+            str(nb), str(running), parameters=parameters, cwd=str(NOTEBOOKS), kernel_name="python3",
+            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+            extra_arguments=KERNEL_ARGUMENTS,
+        )
+    except BaseException:
+        if running.exists():
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(running, failed)
+        raise
+    os.replace(running, target)
+    failed.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from papermill.exceptions import PapermillExecutionError
+
+    from kgdistill.profile import load_profile
+
+    for option in ("results_dir", "runs_dir"):  # relative to where the user stands, not to ROOT
+        if getattr(args, option):
+            setattr(args, option, str(Path(getattr(args, option)).resolve()))
+    if Path(args.profile).suffix in (".yaml", ".yml"):
+        args.profile = str(Path(args.profile).resolve())
+    os.chdir(ROOT)
+    profile = load_profile(args.profile)
+    root, out_dir, parameters = plan(args, profile)
+    chosen = notebooks(args.only)
+    prepare_environment(profile)
     scratch = None
     if args.fresh_runs:
-        import tempfile
-
         scratch = tempfile.TemporaryDirectory(prefix=f"kgdistill-{profile['name']}-runs-")
-        parameters["runs_dir"] = scratch.name
-    elif args.runs_dir:
-        parameters["runs_dir"] = str(Path(args.runs_dir).resolve())
-
+        if args.in_place:  # the committed notebooks only: their tables and figures go with the scratch runs
+            parameters["results_dir"] = scratch.name
+        else:
+            parameters.update(results_dir=str(root), runs_dir=scratch.name)
     total = time.perf_counter()
-    for nb in notebooks(args.only):
-        target = out_dir / nb.name
-        start = time.perf_counter()
-        print(f"[{profile['name']}] {nb.relative_to(ROOT)} -> {target.relative_to(ROOT)}", flush=True)
-        try:
-            pm.execute_notebook(
-                str(nb), str(target), parameters=parameters, cwd=str(NOTEBOOKS), kernel_name="python3",
-                progress_bar=False, log_output=False, request_save_on_cell_execute=False,
-            )
-        except PapermillExecutionError as err:
-            print(
-                f"\nFAILED: {nb.relative_to(ROOT)}, cell {err.cell_index} (execution count {err.exec_count}):\n"
-                f"  {err.ename}: {err.evalue}\n"
-                f"  source: {err.source.strip().splitlines()[0] if err.source.strip() else ''}...\n"
-                f"  executed copy with the traceback: {target.relative_to(ROOT)}",
-                file=sys.stderr,
-            )
-            return 1
-        if args.in_place:
-            strip_run_metadata(target)
-        print(f"    done in {time.perf_counter() - start:.0f} s", flush=True)
-    if scratch is not None:
-        scratch.cleanup()
-    print(f"[{profile['name']}] all notebooks done in {time.perf_counter() - total:.0f} s; "
-          f"tables and figures under results/{profile['name']}/")
+    try:
+        for nb in chosen:
+            target = out_dir / nb.name
+            failed = failed_copy(target, ROOT / "results" / profile["name"] / "notebooks" if args.in_place else None)
+            start = time.perf_counter()
+            print(f"[{profile['name']}] {_shown(nb)} -> {_shown(target)}", flush=True)
+            try:
+                execute(nb, target, parameters, failed)
+            except PapermillExecutionError as err:
+                print(
+                    f"\nFAILED: {_shown(nb)}, cell {err.cell_index} (execution count {err.exec_count}):\n"
+                    f"  {err.ename}: {err.evalue}\n"
+                    f"  source: {err.source.strip().splitlines()[0] if err.source.strip() else ''}...\n"
+                    f"  executed copy with the traceback: {_shown(failed)}"
+                    + (f" (the last good copy stays at {_shown(target)})" if target.exists() else ""),
+                    file=sys.stderr,
+                )
+                return 1
+            if args.in_place:
+                strip_run_metadata(target)
+            print(f"    done in {time.perf_counter() - start:.0f} s", flush=True)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    where = "notebooks/" if args.in_place else _shown(root) + "/"
+    print(f"[{profile['name']}] all notebooks done in {time.perf_counter() - total:.0f} s; outputs under {where}")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it, else absolute."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sys.path.insert(0, str(ROOT / "lib"))
+    try:
+        return run(args)
+    except Exception as err:  # one clear line; --debug: the traceback
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err}" if not isinstance(err, UsageError) else f"error: {err}",
+              file=sys.stderr)
+        print("(run again with --debug for the full traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,12 @@ Several processes may work on one runs folder at once (e.g. one per core, each w
 thread): a process marks the run it trains with ``train.lock`` (its host and pid) and the others
 skip it; a KD run waits until its teacher is no longer being trained elsewhere. A lock left by a
 killed process is taken over. A killed run resumes from its last epoch checkpoint
-(``kgdistill.queue``).
+(``kgdistill.queue``) and says so ("resuming from epoch 5").
+
+The profile's ``env`` (e.g. the smoke profile's CPU-kernel pins) is set before torch is imported
+(the script re-executes itself with it); a value the caller set that differs from the profile's
+stops training with a message naming it. Errors are one clear line; ``--debug`` shows the
+traceback.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml (default: cpu)")
+    parser.add_argument("--profile", default="cpu", help="a name of params/ or a path to a profile file (default: cpu)")
     parser.add_argument("--list", action="store_true", help="print every run's state and stop")
     parser.add_argument("--match", nargs="+", help="only runs whose row, recipe, dataset or run name contains one of these")
     parser.add_argument("--runs-dir", help="records folder (default: the profile's runs_dir)")
@@ -47,14 +52,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "slurm section; local processes without Slurm)")
     parser.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
                         help="submitit's executor (default: slurm when srun is found, else local)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, enforce_env: bool = True) -> int:
+    """The command; ``enforce_env=False`` (in-process tests only, whose interpreter imported torch
+    without the profile's ``env``) trains even when that env is not in force."""
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT / "lib"))
+    from kgdistill.environment import show_library_log
+
+    show_library_log()
+    try:
+        return _run(args, enforce_env)
+    except Exception as err:  # one clear line; --debug: the traceback
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err}\n(run again with --debug for the full traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, enforce_env: bool) -> int:
+    from kgdistill.environment import check_numeric_env, profile_env
     from kgdistill.queue import NoMatchingRun, run_queue
 
+    if enforce_env and not args.list and args.launcher == "queue":
+        check_numeric_env(profile_env(args.profile), where=f"profile {args.profile}")
     try:
         if args.launcher == "submitit" and not args.list:
             from kgdistill.launch import submit_queue

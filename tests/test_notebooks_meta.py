@@ -129,7 +129,7 @@ def test_first_code_cell_is_tagged_parameters_with_smoke_defaults(path):
     exec(first.source, namespace)  # noqa: S102 - the notebook's own parameter defaults
     assert namespace.get("profile") == "smoke", f"{path.name}: committed notebooks default to profile='smoke'"
     assert namespace.get("show_progress") is False, f"{path.name}: show_progress must default to False"
-    for name in ("runs_dir", "data_dir"):
+    for name in ("results_dir", "runs_dir", "data_dir"):
         assert name in namespace and namespace[name] is None, f"{path.name}: parameter {name} must default to None"
 
 
@@ -360,8 +360,9 @@ def test_a_saved_table_round_trips_and_states_its_caption(demo_root):
     md = paths["md"].read_text()
     assert md.startswith("caption | stamp\n\n") and md.rstrip().endswith("a note")
     assert "| 0.1235 |" in md and "| -0.0100 |" in md and "| 1,234,567 |" in md  # the formatted table
+    assert "source" not in md and "| TransE * |" in md and "* TransE: quoted, not trained here." in md
     tex = paths["tex"].read_text()
-    assert "\\caption{caption | stamp}" in tex and "\\label{tab:t}" in tex and "0.1235" in tex
+    assert "\\caption{caption $|$ stamp}" in tex and "\\label{tab:t}" in tex and "0.1235" in tex
     first = {ext: path.read_bytes() for ext, path in paths.items()}
     save_table(frame, "t", "demo", caption="caption | stamp", note="a note")
     assert {ext: path.read_bytes() for ext, path in paths.items()} == first  # same table, same bytes
@@ -459,8 +460,9 @@ def test_runner_stops_and_names_notebook_cell_and_error(tmp_path, monkeypatch, c
     assert runner.main(["--profile", "smoke"]) == 1
     err = capsys.readouterr().err
     assert "98_broken.ipynb" in err and "ValueError: broken on purpose" in err and "cell" in err
-    assert (tmp_path / "results" / "smoke" / "notebooks" / "98_broken.ipynb").exists()
-    assert not (tmp_path / "results" / "smoke" / "notebooks" / "99_never.ipynb").exists()
+    executed = tmp_path / "results" / "smoke" / "notebooks"
+    assert "98_broken.failed.ipynb" in err and (executed / "98_broken.failed.ipynb").exists()
+    assert not (executed / "98_broken.ipynb").exists() and not (executed / "99_never.ipynb").exists()
 
 
 def test_retrain_since_retrains_older_records_once(tmp_path):
@@ -501,7 +503,8 @@ def tiny_study(tmp_path_factory):
     raw["distile_in_table1"].update(table="table3", config={"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1})
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return study.Study(path)
+    # in-process: torch was imported without the smoke profile's env, so its pins cannot be in force
+    return study.Study(path, results_dir=folder, enforce_env=False)
 
 
 def test_results_is_the_sections_specs_records_runs_and_tables(tiny_study):

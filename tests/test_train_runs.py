@@ -84,7 +84,7 @@ def smoke_run(plan: list[PlannedRun], row: str, seed: int) -> PlannedRun:
 
 def test_trains_the_matched_run_then_lists_it_done(script, smoke_plan, tmp_path, capsys):
     name = smoke_run(smoke_plan, "DML", 0).name
-    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]) == 0
+    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name], enforce_env=False) == 0
     out = capsys.readouterr().out
     assert f"training {name}" in out and "test MRR" in out and "all runs done" in out
     record = json.loads((tmp_path / name / "record.json").read_text())
@@ -104,23 +104,24 @@ def test_deadline_leaves_a_partial_run_that_resumes(script, smoke_plan, tmp_path
     run = smoke_run(smoke_plan, "ComplEx", 1)
     name = run.name
     args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]
-    assert script.main(args + ["--stop-after-minutes", "0"]) == 0
+    assert script.main(args + ["--stop-after-minutes", "0"], enforce_env=False) == 0
     assert "time is up" in capsys.readouterr().out and not (tmp_path / name).exists()
 
-    assert script.main(args + ["--stop-after-minutes", "0.001"]) == 0  # one chunk, then time is up
+    assert script.main(args + ["--stop-after-minutes", "0.001"], enforce_env=False) == 0  # one chunk, then time is up
     stopped = re.search(r"stopped after epoch (\d+) ", capsys.readouterr().out)
     assert queue.state(tmp_path / name) == "partial"
     # the epoch named is the checkpoint's: the first validation epoch at or after the one asked for
     checkpoint = torch.load(tmp_path / name / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert stopped and int(stopped.group(1)) == checkpoint["epoch"] == run.config.eval_every
 
-    assert script.main(args) == 0  # resumes from the checkpoint and finishes
+    assert script.main(args, enforce_env=False) == 0  # resumes from the checkpoint and finishes
     assert queue.state(tmp_path / name) == "done"
+    assert f"resuming from epoch {checkpoint['epoch'] + 1}" in capsys.readouterr().out  # the user is told
 
 
 def test_unknown_match_is_named(script, tmp_path):
     with pytest.raises(SystemExit, match="no run of profile smoke matches"):
-        script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "no-such-run"])
+        script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "no-such-run"], enforce_env=False)
 
 
 def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys):
@@ -132,7 +133,7 @@ def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys
     names = [line.split()[-1] for line in listing]
     assert names[0].startswith("distile-plain-") and names[-1].startswith("distile-ds-")
 
-    assert script.main(args) == 0
+    assert script.main(args, enforce_env=False) == 0
     out = capsys.readouterr().out
     assert out.index(f"training {names[0]}") < out.index(f"training {names[-1]}")
     for name in names:
@@ -150,3 +151,22 @@ def test_lists_notebook_06_runs_teachers_first(script, tmp_path, capsys):
     assert names == planned and len(names) == 90
     kinds = [name.split("-")[1] for name in names]
     assert kinds == sorted(kinds, key=lambda kind: kind != "plain") and "ds" in kinds  # teachers first
+
+
+def test_an_error_is_one_clear_line_and_debug_shows_the_traceback(script, tmp_path, capsys):
+    assert script.main(["--profile", "no-such-profile", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "profile 'no-such-profile' not found" in err and "--debug" in err
+    assert len(err.strip().splitlines()) == 2
+    with pytest.raises(FileNotFoundError, match="no-such-profile"):
+        script.main(["--profile", "no-such-profile", "--runs-dir", str(tmp_path), "--debug"])
+
+
+def test_training_is_refused_when_the_profiles_env_is_not_in_force(script, smoke_plan, tmp_path, capsys, monkeypatch):
+    """The script re-executes itself with the profile's env; a caller's different value stays and is named."""
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    name = smoke_run(smoke_plan, "CP", 0).name
+    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name]) == 2
+    err = capsys.readouterr().err
+    assert "NumericEnvironmentError" in err and "MKL_CBWR='AUTO'" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())

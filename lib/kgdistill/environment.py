@@ -5,11 +5,15 @@
   set (empty: download), else ``../shared/data`` next to the repository when it exists, else
   ``None`` (the archives are downloaded and checked against their SHA-256);
 * :func:`profile_env` / :func:`apply_profile_env`: a profile's ``env`` mapping (CPU-kernel pins
-  that must be in the environment before torch is imported).
+  that must be in the environment before torch is imported);
+* :func:`show_library_log`: the library's progress messages (e.g. "resuming from epoch 5") on
+  this process's standard output (``scripts/train_runs.py``, notebooks with progress bars).
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 DATA_DIR_ENV = "KGC_DATA_DIR"
@@ -33,18 +37,20 @@ def repo_root() -> Path:
 
 
 def shared_data_dir() -> Path | None:
-    """``<repository>/../shared/data`` when it exists, else None."""
+    """``<repository>/../shared/data`` when it holds archives (``*.tar.gz``), else None."""
     try:
         shared = repo_root().parent / "shared" / "data"
     except FileNotFoundError:
         return None
-    return shared.resolve() if shared.is_dir() else None
+    return shared.resolve() if shared.is_dir() and any(shared.glob("*.tar.gz")) else None
 
 
 def default_data_dir() -> Path | None:
     """Where the benchmark archives are read from when a caller passes no folder:
-    ``$KGC_DATA_DIR`` (made absolute) when set, else :func:`shared_data_dir`, else None
-    (download). ``KGC_DATA_DIR=`` (set, empty) asks for the download explicitly."""
+    ``$KGC_DATA_DIR`` (made absolute) when set, else ``../shared/data`` next to the repository
+    when it holds archives (:func:`shared_data_dir`), else None: download them from the ConvE
+    release (checked against their SHA-256). ``KGC_DATA_DIR=`` (set, empty) asks for the download
+    explicitly."""
     if DATA_DIR_ENV in os.environ:  # set but empty: download, even when ../shared/data exists
         env = os.environ[DATA_DIR_ENV]
         return Path(env).resolve() if env else None
@@ -127,3 +133,26 @@ def check_numeric_env(required: dict[str, str], where: str = "this profile") -> 
             + f". Start Python/Jupyter/papermill with them set, e.g. `env {exports} papermill ...`, or use "
             f"scripts/reproduce.py, which sets them; reusing finished records needs nothing."
         )
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """A log handler writing to whatever ``sys.stdout`` is when a message comes (where print writes)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the current stdout wins
+        pass
+
+
+def show_library_log(prefix: str = "  ") -> None:
+    """Print the library's INFO messages (logger ``kgdistill``: e.g. "<run>: resuming from epoch 5")
+    on the current standard output, once per process however often it is called."""
+    log = logging.getLogger("kgdistill")
+    if not any(isinstance(h, _CurrentStdout) for h in log.handlers):
+        handler = _CurrentStdout()
+        handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)

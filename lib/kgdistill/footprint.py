@@ -25,16 +25,18 @@ from .tables import format_table
 
 
 def ensure_weights(spec, runs_dir: str | os.PathLike, data_dir=None, device: str | None = "auto",
-                   show_progress: bool = False) -> Path:
+                   show_progress: bool = False, required_env: dict[str, str] | None = None) -> Path:
     """Path of the run's ``best.pt`` (``spec``: a :class:`~kgdistill.profile.RunSpec` or a
     config); when only the record exists (checkpoints are not committed), the run is trained
-    again on ``device`` to recreate it (same numbers on CPU; a new record and provenance)."""
+    again on ``device`` to recreate it (same numbers on CPU; a new record and provenance), which
+    ``required_env`` (a profile's ``env``) must be in force for (:func:`kgdistill.runner.run`)."""
     from .runner import BEST, run, run_dir_for
 
     config = spec if isinstance(spec, ConfigBase) else spec.config
     weights = run_dir_for(config, runs_dir) / BEST
     if not weights.exists():
-        run(config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=True)
+        run(config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=True,
+            required_env=required_env)
     return weights
 
 
@@ -135,7 +137,7 @@ class Footprint:
         """Recreate the weights when missing (the run is trained again: a new record, re-read
         here), export the student and measure the three forms (:func:`footprint`)."""
         S, fp = self.study, self.section
-        weights = ensure_weights(self.spec, S.runs_dir, S.data_dir, S.device)
+        weights = ensure_weights(self.spec, S.runs_dir, S.data_dir, S.device, required_env=S.required_env)
         self.record = read_record(weights.parent)
         dataset = S.dataset(S.trained_on(fp["dataset"]))
         self.frame = footprint(self.record, weights.parent, dataset, queries=fp["queries"], repeats=fp["repeats"])

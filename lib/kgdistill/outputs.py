@@ -1,4 +1,4 @@
-"""What the notebooks write: provenance stamps, tables and figures under ``results/<profile>/``.
+"""What the notebooks write: provenance stamps, tables and figures under one root (``results/<profile>/``).
 
 Owns :func:`stamp` (one line naming profile, device, torch version, git commit and dates of the
 records behind an output), :func:`save_table` (``tables/<name>.{csv,md,tex}``) and
@@ -8,19 +8,22 @@ written atomically and reproducibly (no timestamps in the PNG/PDF metadata).
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from .latex import latex_table
 from .profile import results_dir
 from .records import atomic_write_bytes, pick_device, provenance
 from .tables import formatted
 
 
 def stamp(records: Iterable[dict] | dict | None, profile: dict | str) -> str:
-    """One line naming the profile, device(s), torch version(s), git commit(s) and date range of
-    the records (or of this process when there are none)."""
+    """One short line naming the profile, device(s), torch version(s), the git commit (or how many
+    commits and the latest), the date range and the number of records behind an output (or this
+    process when there are none)."""
     if isinstance(records, dict):
         records = list(records.values())
     provs = [r["provenance"] for r in (records or []) if r and "provenance" in r]
@@ -35,38 +38,82 @@ def stamp(records: Iterable[dict] | dict | None, profile: dict | str) -> str:
     def values(key):
         return sorted({p.get(key, "?") for p in provs})
 
-    dates = values("date")
-    date = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
-    return (
-        f"profile {name} | device {', '.join(values('device'))} | torch {', '.join(values('torch'))} | "
-        f"commit {', '.join(values('git_commit'))} | {date} | {origin}"
-    )
+    return (f"profile {name} | device {', '.join(values('device'))} | torch {', '.join(values('torch'))} | "
+            f"{_commits(provs)} | {_date_range(values('date'))} | {origin}")
 
 
-def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str = "", note: str = "") -> dict[str, Path]:
-    """Write ``results/<profile>/tables/<name>.{csv,md,tex}`` atomically; returns the paths.
+def _commits(provs: list[dict]) -> str:
+    """``commit abc`` for one commit, else ``16 commits, latest abc`` (latest: of the newest record)."""
+    commits = {p.get("git_commit", "?") for p in provs}
+    if len(commits) == 1:
+        return f"commit {commits.pop()}"
+    latest = max(provs, key=lambda p: p.get("date", ""))
+    return f"{len(commits)} commits, latest {latest.get('git_commit', '?')}"
+
+
+def _date_range(dates: list[str]) -> str:
+    """``2026-11-21 07:04 UTC``, ``2026-11-21 07:04 .. 11:55 UTC`` (same day) or the two dates."""
+    first, last = dates[0], dates[-1]
+    if first == last:
+        return first
+    day, _, rest = last.partition(" ")
+    if first.startswith(day + " ") and first.endswith(" UTC"):
+        return f"{first[:-4]} .. {rest}"
+    return f"{first} .. {last}"
+
+
+def output_root(profile: dict | str, root: str | os.PathLike | None = None) -> Path:
+    """Where a run of the study writes: ``root`` when given, else ``results/<profile>/``."""
+    return Path(root) if root else results_dir(profile)
+
+
+def source_note(shown: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """A formatted table without its ``source`` column (``measured`` in most rows): rows whose
+    source is something else (a number the paper quotes from elsewhere) get ``*`` after their
+    label and one footnote line naming them and their source; ``""`` when there are none."""
+    if "source" not in shown.columns:
+        return shown, ""
+    other = shown["source"] != "measured"
+    by_source: dict[str, list[str]] = {}
+    for label, source in shown.loc[other, "source"].items():
+        by_source.setdefault(str(source), []).append(str(label))
+    out = shown.drop(columns="source")
+    out.index = [f"{label} *" if flag else label for label, flag in zip(out.index, other)]
+    out.index.name = shown.index.name
+    note = "; ".join(f"{', '.join(labels)}: {source}, not trained here" for source, labels in by_source.items())
+    return out, (f"* {note}." if note else "")
+
+
+def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str = "", note: str = "",
+               root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write ``<root>/tables/<name>.{csv,md,tex}`` atomically (root: :func:`output_root`); returns the paths.
 
     ``caption`` heads the Markdown/LaTeX versions and should carry the :func:`stamp`; ``note``
-    is appended below the Markdown table.
+    is appended below the Markdown and the LaTeX table. The CSV keeps every column; the Markdown and LaTeX versions move a
+    ``source`` column into a footnote (:func:`source_note`). The LaTeX version compiles with
+    booktabs and graphicx (:func:`kgdistill.latex.latex_table`).
     """
-    folder = results_dir(profile) / "tables"
+    folder = output_root(profile, root) / "tables"
     paths = {ext: folder / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     atomic_write_bytes(paths["csv"], frame.to_csv(float_format="%.6g").encode())
-    shown = formatted(frame)
+    shown, quoted = source_note(formatted(frame))
     md = shown.to_markdown(stralign="right", disable_numparse=True)
-    text = (f"{caption}\n\n" if caption else "") + md + (f"\n\n{note}" if note else "") + "\n"
+    parts = [part for part in (quoted, note) if part]
+    notes = "\n\n".join(parts)
+    text = (f"{caption}\n\n" if caption else "") + md + (f"\n\n{notes}" if notes else "") + "\n"
     atomic_write_bytes(paths["md"], text.encode())
-    latex = shown.to_latex(escape=True, caption=caption or None, label=f"tab:{name}")
-    atomic_write_bytes(paths["tex"], latex.encode())
+    atomic_write_bytes(paths["tex"], latex_table(shown, caption, f"tab:{name}", parts).encode())
     return paths
 
 
-def save_figure(fig, name: str, profile: dict | str, footer: str | None = None) -> dict[str, Path]:
-    """Write ``results/<profile>/figures/<name>.{png,pdf}`` atomically; ``footer`` (the stamp)
-    is drawn under the axes so the file states its provenance."""
+def save_figure(fig, name: str, profile: dict | str, footer: str | None = None,
+                root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write ``<root>/figures/<name>.{png,pdf}`` atomically (root: :func:`output_root`); ``footer``
+    (the stamp) is drawn under the axes and any notes (:func:`kgdistill.figures.add_notes`) so
+    the file states its provenance."""
     if footer:
-        fig.text(0.01, 0.005, footer, fontsize=6, color="0.35", ha="left", va="bottom")
-    folder = results_dir(profile) / "figures"
+        fig.text(0.01, _below_texts(fig), footer, fontsize=6, color="0.35", ha="left", va="top")
+    folder = output_root(profile, root) / "figures"
     paths = {}
     for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
         buffer = io.BytesIO()
@@ -74,3 +121,11 @@ def save_figure(fig, name: str, profile: dict | str, footer: str | None = None) 
         paths[ext] = folder / f"{name}.{ext}"
         atomic_write_bytes(paths[ext], buffer.getvalue())
     return paths
+
+
+def _below_texts(fig) -> float:
+    """A figure y coordinate just under the figure and every text already drawn on it (notes)."""
+    renderer = fig.canvas.get_renderer()
+    to_figure = fig.transFigure.inverted()
+    lows = [t.get_window_extent(renderer).transformed(to_figure).y0 for t in fig.texts if t.get_text()]
+    return min([0.0, *lows]) - 6 / (72 * fig.get_figheight())  # 6 pt of space

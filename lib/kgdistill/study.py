@@ -9,6 +9,13 @@ configs, specs, published numbers), :mod:`kgdistill.tables` (records -> DataFram
 :mod:`kgdistill.outputs` (stamps, files), :mod:`kgdistill.footprint`, :mod:`kgdistill.runner`
 (training). The names the notebooks use from those modules are re-exported here
 (``study.published``, ``study.format_table``, ``study.runs_frame``, ...).
+
+Everything a Study writes goes under one root, ``results_dir`` (default ``results/<profile>/``):
+``tables/``, ``figures/`` and, when a root is chosen, the records in ``runs/`` (``runs_dir``
+moves only the records, so it needs a chosen root). Training refuses to start when the profile's
+``env`` (CPU-kernel pins, e.g. the smoke profile's) is not in force in this process
+(:func:`kgdistill.environment.check_numeric_env`): a notebook run by hand without them would
+otherwise write records whose numbers differ in the last digits from the committed ones.
 """
 from __future__ import annotations
 
@@ -20,8 +27,9 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from .config import RunConfig
+from .environment import profile_env, show_library_log
 from .footprint import Footprint, ensure_weights, footprint, read_record
-from .outputs import save_figure, save_table, stamp
+from .outputs import output_root, save_figure, save_table, stamp
 from .profile import (
     PROFILE_SECTIONS, NamedRunSpec, RunSpec, all_specs, config_for, figure1_specs, footprint_specs, load_profile,
     profile_path, published, results_dir, table_specs, title, trained_on,
@@ -57,12 +65,15 @@ def run_all(
     data_dir: str | os.PathLike | None = None,
     device: str | None = "auto",
     retrain_since: float | None = None,
+    required_env: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """Train whatever is missing and return ``{run name: record}`` for all given runs.
 
     Baselines run before distillation runs (KD teachers exist before their students), each
     distinct config once. ``retrain_since`` (a POSIX time) retrains every run whose record is
     older than it — the runner's ``--retrain``: runs shared by several notebooks train once.
+    ``required_env`` (a profile's ``env``; :attr:`Study.required_env` passes it): a run that must
+    train refuses to unless it is in force (:func:`kgdistill.runner.run`).
     """
     from .datasets import load_dataset
     from .runner import RECORD, run, run_dir_for
@@ -84,7 +95,8 @@ def run_all(
                 datasets[config.dataset] = load_dataset(config.dataset, data_dir)
             dataset = datasets[config.dataset]
         records[config.run_name()] = run(
-            config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=force, dataset=dataset
+            config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=force, dataset=dataset,
+            required_env=required_env,
         )
     return records
 
@@ -136,11 +148,18 @@ class LongTail:
 
 # --- the notebooks' entry point ------------------------------------------------------------------------
 class Study:
-    """A profile plus the notebook parameters (where runs live, progress bars, data folder).
+    """A profile plus the notebook parameters (where outputs and runs live, progress bars, data folder).
 
-    ``Study("smoke")`` loads ``params/smoke.yaml``, applies its thread setting, and offers the
-    steps every notebook repeats: a section's results, provenance, writing tables and figures
-    under ``results/<profile>/``.
+    ``Study("smoke")`` (a profile name or a path to a profile file) loads ``params/smoke.yaml``,
+    applies its thread setting, and offers the steps every notebook repeats: a section's results,
+    provenance, writing tables and figures under :attr:`root`.
+
+    ``results_dir``: the root of everything written (default ``results/<profile>/``; when given,
+    records default to ``<results_dir>/runs``). ``runs_dir``: read and train records there
+    instead (needs ``results_dir``). ``enforce_env=False`` trains even when the profile's ``env``
+    is not in force - for in-process tests only: the records then state the numeric environment
+    they were made under (``provenance.numeric_env``), and their numbers may differ from records
+    made under the profile's pins.
     """
 
     def __init__(
@@ -150,10 +169,26 @@ class Study:
         data_dir: str | os.PathLike | None = None,
         show_progress: bool = False,
         retrain_since: float | None = None,
+        results_dir: str | os.PathLike | None = None,
+        enforce_env: bool = True,
     ):
+        if runs_dir and not results_dir:
+            raise ValueError(
+                f"runs_dir={str(runs_dir)!r} moves only the run records; choose where tables and figures go too: "
+                f"results_dir=<folder> (papermill -p results_dir ..., scripts/reproduce.py --results-dir ...). "
+                f"With results_dir alone, the records go to <results_dir>/runs."
+            )
         self.profile = load_profile(profile)
         self.name = self.profile["name"]
-        self.runs_dir = Path(runs_dir).resolve() if runs_dir else Path(self.profile["runs_dir"])
+        #: the root of every output: tables/, figures/ (and runs/ when a root is chosen)
+        self.root = Path(output_root(self.profile, Path(results_dir).resolve() if results_dir else None))
+        if runs_dir:
+            self.runs_dir = Path(runs_dir).resolve()
+        else:
+            self.runs_dir = self.root / "runs" if results_dir else Path(self.profile["runs_dir"])
+        self.enforce_env = bool(enforce_env)
+        if show_progress:  # with the bars, the library's messages (e.g. "resuming from epoch 5")
+            show_library_log()
         self.data_dir = data_dir
         self.show_progress = bool(show_progress)
         self.retrain_since = retrain_since
@@ -185,9 +220,15 @@ class Study:
     def footprint_specs(self) -> list[RunSpec]:
         return footprint_specs(self.profile)
 
+    @property
+    def required_env(self) -> dict[str, str]:
+        """The profile's ``env`` that training requires in force (empty with ``enforce_env=False``)."""
+        return profile_env(self.profile) if self.enforce_env else {}
+
     def run(self, specs: Iterable[RunSpec | RunConfig]) -> dict[str, dict]:
-        """``{run name: record}`` of the specs' runs, trained when missing."""
-        return run_all(specs, self.runs_dir, self.show_progress, self.data_dir, self.device, self.retrain_since)
+        """``{run name: record}`` of the specs' runs, trained when missing (:func:`run_all`)."""
+        return run_all(specs, self.runs_dir, self.show_progress, self.data_dir, self.device, self.retrain_since,
+                       required_env=self.required_env)
 
     def dataset(self, name: str):
         """A benchmark by name, loaded once per Study."""
@@ -282,13 +323,44 @@ class Study:
 
         return DistilEStudy.from_study(self)
 
+    def equal_size(self):
+        """Notebook 08's :class:`~kgdistill.equal_size_study.EqualSize` on the profile's ``equal_size``
+        section: its runs trained or reused, then measurements, tables, comparisons and the figure."""
+        from .equal_size_study import EqualSize
+
+        return EqualSize.of(self)
+
+    def official_code(self):
+        """Notebook 07's :class:`~kgdistill.official.OfficialResults` on the ``official_code``
+        section: its runs trained when missing (or, with ``train_missing: false``, only the records
+        that exist), the tables beside the published MetaSD row of Table 1, the selection rules."""
+        from .official import OfficialResults, section
+        from .profile import official_specs
+
+        block = section(self.profile)
+        specs = official_specs(self.profile)
+        if block.get("train_missing", True):
+            records = self.run(specs)
+        else:
+            from .runner import existing_record, run_dir_for
+
+            found = {s.run_name: existing_record(run_dir_for(s.config, self.runs_dir)) for s in specs}
+            records = {name: record for name, record in found.items() if record is not None}
+        table1 = published("metasd", "table1")
+        titles = {ds: self.title(ds) for ds in block.get("datasets") or []}
+        titles.update({name: f"{name} (small graph, trained on {graph['data']})" for name, graph in block["small_graphs"].items()})
+        papers = {ds: (table1.get(ds) or {}).get("MetaSD") for ds in block.get("datasets") or []}
+        return OfficialResults(block, specs, records, titles, papers, self.name)
+
     # --- provenance and files --------------------------------------------------------------------------
     def stamp(self, records) -> str:
         return stamp(records, self.profile)
 
     def save_table(self, frame: pd.DataFrame, name: str, records=None, caption: str = "", note: str = "") -> dict[str, Path]:
+        """``<root>/tables/<name>.{csv,md,tex}``, the caption followed by the provenance stamp."""
         full = (caption + "\n\n" if caption else "") + self.stamp(records)
-        return save_table(frame, name, self.profile, caption=full, note=note)
+        return save_table(frame, name, self.profile, caption=full, note=note, root=self.root)
 
     def save_figure(self, fig, name: str, records=None) -> dict[str, Path]:
-        return save_figure(fig, name, self.profile, footer=self.stamp(records))
+        """``<root>/figures/<name>.{png,pdf}`` with the provenance stamp as footer."""
+        return save_figure(fig, name, self.profile, footer=self.stamp(records), root=self.root)

@@ -55,11 +55,13 @@ class DistilEStudy:
 
     def __init__(self, section: dict, runs_dir: str | Path, data_dir: str | Path | None = None,
                  device: str = "auto", show_progress: bool = False, retrain_since: float | None = None,
-                 name: str = ""):
+                 name: str = "", required_env: dict[str, str] | None = None):
         self.section, self.runs_dir, self.data_dir = section, Path(runs_dir), data_dir
         #: the profile's name (for :meth:`describe`)
         self.name = name
         self.device, self.show_progress, self.retrain_since = device, show_progress, retrain_since
+        #: a profile's ``env``: training refuses to start unless it is in force (:func:`kgdistill.runner.run`)
+        self.required_env = required_env
         self._datasets: dict[str, KGDataset] = {}
         #: every record obtained, by run name (for provenance stamps)
         self.records: dict[str, dict] = {}
@@ -68,7 +70,7 @@ class DistilEStudy:
     def from_study(cls, study) -> "DistilEStudy":
         """From a :class:`kgdistill.study.Study` (its profile's ``distile`` section, runs folder, device)."""
         return cls(study.section("distile"), study.runs_dir, study.data_dir, study.device, study.show_progress,
-                   study.retrain_since, study.name)
+                   study.retrain_since, study.name, required_env=study.required_env)
 
     # --- plumbing --------------------------------------------------------------------------
     def dataset(self, paper_dataset: str) -> KGDataset:
@@ -84,7 +86,8 @@ class DistilEStudy:
         force = self.retrain_since is not None and path.exists() and path.stat().st_mtime < self.retrain_since
         force = force and config.run_name() not in self.records  # retrain once per study
         record = run(config, self.runs_dir, data_dir=self.data_dir, device=self.device,
-                             show_progress=self.show_progress, dataset=self.dataset_for(config), force=force)
+                             show_progress=self.show_progress, dataset=self.dataset_for(config), force=force,
+                             required_env=self.required_env)
         self.records[config.run_name()] = record
         return record
 

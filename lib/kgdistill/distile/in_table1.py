@@ -132,7 +132,8 @@ def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     block = table1_section(profile, key)
     datasets = profile["tables"][block["table"]]["datasets"]
     section = _table1_study_section(profile, block)
-    runner = DistilEStudy(section, study.runs_dir, study.data_dir, study.device, study.show_progress, study.retrain_since)
+    runner = DistilEStudy(section, study.runs_dir, study.data_dir, study.device, study.show_progress, study.retrain_since,
+                          required_env=study.required_env)
     specs, sizes = [], []
     for ds in datasets:
         data = study.dataset(section["datasets"][ds])

@@ -1,0 +1,136 @@
+"""The study's figures read at a glance: Table 1 as paired dots with short labels and a note for
+every row that has one dot only, no empty panel; Figure 1's panels on the same axes; validation
+curves that coincide drawn once; a compact provenance footer under the notes."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from kgdistill import figures  # noqa: E402
+from kgdistill.outputs import save_figure, stamp  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+nan = math.nan
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def table(rows: dict[str, tuple], seeds: int = 1) -> pd.DataFrame:
+    """A results table (kgdistill.tables.results_table's columns that the figure reads)."""
+    frame = pd.DataFrame(
+        [{"source": s, "converged": c, "MRR": m, "MRR paper": p} for s, c, m, p in rows.values()], index=list(rows)
+    )
+    if seeds > 1:
+        frame["MRR ±"] = [0.01 if not math.isnan(m) else nan for m in frame["MRR"]]
+    return frame
+
+
+TABLE1 = {
+    "TransE": ("quoted (LibKGE, via paper)", "-", nan, 0.313),
+    "RotatE": ("quoted (LibKGE, via paper)", "-", nan, 0.333),
+    "ComplEx": ("measured", "no †", 0.29, 0.346),
+    "MetaSD": ("measured", "yes", 0.20, 0.391),
+    "DistilE (added; not in MetaSD paper)": ("measured", "yes", 0.14, nan),
+}
+
+
+def tick_labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_yticklabels()]
+
+
+def all_text(fig) -> str:
+    return "\n".join(t.get_text() for t in fig.texts)
+
+
+def test_table1_is_a_dot_plot_with_short_labels_and_notes_for_single_dots():
+    empty = table({"CP": ("measured", "-", nan, nan)})
+    fig = figures.table1_dots({"FB15k-237": table(TABLE1, seeds=2), "WN18RR": empty}, {"FB15k-237": "FB15k-237"})
+    assert len(fig.axes) == 1  # the dataset without a single value has no panel
+    labels = tick_labels(fig.axes[0])
+    assert labels == ["TransE *", "RotatE *", "ComplEx †", "MetaSD", "DistilE"]
+    assert max(map(len, labels)) <= figures.LABEL_LIMIT
+    notes = all_text(fig)
+    assert "* quoted (LibKGE, via paper): the paper's number only, not trained here" in notes
+    assert "DistilE: added; not in MetaSD paper (no published value)" in notes and "† a run of this row" in notes
+    assert fig.axes[0].get_xlim()[0] == 0  # MRR from 0: distances are not exaggerated
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["measured", "published"]
+
+
+def test_short_label():
+    assert figures.short_label("DistilE (added; not in MetaSD paper)") == ("DistilE", "added; not in MetaSD paper")
+    assert figures.short_label("w/o P&M") == ("w/o P&M", "")
+    text, note = figures.short_label("a" * 30)
+    assert len(text) == figures.LABEL_LIMIT and note == "a" * 30
+
+
+def test_figure1_panels_share_their_axes_names_and_y_range():
+    points = pd.DataFrame({"recipe": ["DURA", "DURA", "MetaSD"], "size": [2e5, 2e6, 1.9e5], "MRR": [0.26, 0.33, 0.2]},
+                          index=["DURA r16", "DURA r64", "MetaSD"])
+    paper = {"DURA": {"size": 6e7, "MRR": 0.371}, "MetaSD": {"size": 6e6, "MRR": 0.391}}
+    fig = figures.size_accuracy(points, paper, ["DURA"], ["MetaSD"], "measured", "published")
+    measured, published = fig.axes
+    assert measured.get_xlabel() == published.get_xlabel() == "non-zero parameters"
+    assert measured.get_ylim() == published.get_ylim() and measured.get_ylim()[0] == 0
+    decades = [math.log10(ax.get_xlim()[1] / ax.get_xlim()[0]) for ax in fig.axes]
+    assert decades[0] == pytest.approx(decades[1])  # slopes compare
+    assert {t.get_text() for t in published.texts} == {"DURA", "MetaSD"}
+
+
+def test_coinciding_validation_curves_are_drawn_once_and_seeds_are_averaged():
+    epochs = [5, 10]
+    curves = pd.DataFrame({
+        "MetaSD/s0": [0.20, 0.22], "MetaSD/s1": [0.22, 0.23], "w/o P/s0": [0.572271, 0.604359],
+        "w/o P/s1": [0.595625, 0.620626], "w/o M/s0": [0.208, 0.224], "w/o M/s1": [0.228, 0.238],
+        "w/o P&M/s0": [0.572268, 0.604380], "w/o P&M/s1": [0.595626, 0.620654],
+    }, index=epochs)
+    fig = figures.valid_curves(curves, "Validation MRR")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["MetaSD", "w/o P = w/o P&M", "w/o M"]  # 8 columns, 3 distinguishable lines
+    notes = all_text(fig)
+    assert "mean over 2 seeds" in notes and "w/o P = w/o P&M: the curves differ by less than" in notes
+    single = figures.valid_curves(pd.DataFrame({"a": [0.1, 0.2], "b": [0.3, 0.4]}, index=epochs), "t")
+    assert [t.get_text() for t in single.axes[0].get_legend().get_texts()] == ["a", "b"] and not single.texts
+
+
+def test_the_stamp_counts_commits_instead_of_listing_them():
+    def record(commit: str, date: str) -> dict:
+        return {"provenance": {"device": "cpu (x, 1 threads)", "torch": "2", "git_commit": commit, "date": date}}
+
+    records = [record(f"{i:012x}", f"2026-11-21 {7 + i % 5:02d}:04 UTC") for i in range(16)]
+    text = stamp(records, "cpu")
+    assert "16 commits, latest 000000000004" in text and "000000000001" not in text
+    assert "2026-11-21 07:04 .. 11:04 UTC" in text and len(text) < 140
+    assert "commit abc |" in stamp([record("abc", "2026-01-01 00:00 UTC")], "cpu")
+
+
+def test_the_footer_goes_under_the_notes(tmp_path):
+    fig = figures.valid_curves(pd.DataFrame({"a/s0": [0.1, 0.2], "a/s1": [0.1, 0.3]}, index=[1, 2]), "t")
+    save_figure(fig, "f", "demo", footer="profile demo | stamp", root=tmp_path)
+    renderer = fig.canvas.get_renderer()
+    notes, footer = fig.texts
+    assert footer.get_window_extent(renderer).y1 <= notes.get_window_extent(renderer).y0
+    assert (tmp_path / "figures" / "f.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("notebook, call", [
+    ("01_main_results.ipynb", "figures.table1_dots("),
+    ("03_ablation.ipynb", "figures.valid_curves("),
+    ("05_size_accuracy.ipynb", "figures.size_accuracy("),
+])
+def test_the_notebooks_draw_these_figures(notebook, call):
+    code = "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / notebook, as_version=4).cells
+                     if c.cell_type == "code")
+    assert call in code
