@@ -106,6 +106,7 @@ def test_every_profile_section_is_read_by_a_notebook_through_the_facade():
     profile = load_profile("smoke")
     calls = [f'S.results("{t}")' for t in profile["tables"]] + [
         'S.results("figure1")', "S.footprint()", "S.dataset_stats()", "S.long_tail()", "S.distile()",
+        "S.official_code()",
     ]
     for call in calls:
         users = [name for name, text in code.items() if call in text]

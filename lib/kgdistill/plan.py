@@ -3,7 +3,8 @@
 :func:`planned_runs` lists, teachers first, the runs of Tables 1-4, Figure 1 and the footprint
 (``all_specs``), the teacher and student of Table 1's added DistilE row
 (:func:`kgdistill.distile.planning.table1_planned_runs`) and notebook 06's DistilE runs
-(:func:`kgdistill.distile.planning.planned_runs`). DistilE runs picked by a grid search
+(:func:`kgdistill.distile.planning.planned_runs`) and notebook 07's runs (:func:`kgdistill.profile.official_specs`,
+rows ``notebook 07 <dataset>: <recipe label>``). DistilE runs picked by a grid search
 (a section with a ``grid``) depend on earlier results: they are not in the plan and train inside
 their notebooks. :mod:`kgdistill.queue` trains the plan (``scripts/train_runs.py``).
 """
@@ -17,7 +18,7 @@ from .datasets import KGDataset, load_dataset
 from .distile.config import DistilEConfig
 from .distile.planning import planned_runs as distile_planned_runs
 from .distile.planning import table1_planned_runs
-from .profile import all_specs
+from .profile import all_specs, official_specs
 
 Config = Union[RunConfig, DistilEConfig]
 
@@ -27,6 +28,8 @@ STANDALONE_METHODS = ("baseline", "plain")
 #: the group labels of the DistilE runs (``PlannedRun.group``); MetaSD-paper runs carry their recipe
 DISTILE_IN_TABLE1 = "DistilE in Table 1"
 DISTILE_NOTEBOOK = "DistilE notebook 06"
+#: the prefix of notebook 07's rows (``--match "notebook 07"`` selects its runs)
+OFFICIAL_ROW = "notebook 07"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ def planned_runs(profile: dict, load: Callable[[str], KGDataset] = load_dataset)
         for config, used in distile_planned_runs(profile["distile"]):
             entries[config.run_name()] = {"config": config, "paper_dataset": paper_name[config.dataset.lower()],
                                           "group": DISTILE_NOTEBOOK, "rows": {_distile_row(config, used)}}
+    for spec in official_specs(profile):  # notebook 07; --match "notebook 07" selects them
+        config = spec.config
+        entry = entries.setdefault(config.run_name(), {"config": config, "rows": set(), "paper_dataset": spec.paper_dataset,
+                                                       "group": spec.recipe})
+        entry["rows"].add(f"{OFFICIAL_ROW} {spec.paper_dataset}: {spec.row}")
     runs = [PlannedRun(e["config"], e["paper_dataset"], e["group"], tuple(sorted(e["rows"]))) for e in entries.values()]
     # teachers first: a KD or DistilE student then finds its teacher trained (or in training)
     return sorted(runs, key=lambda run: not run.standalone)

@@ -22,7 +22,9 @@ A profile's sections:
   buckets the notebooks show;
 * ``distile`` (notebook 06, :mod:`kgdistill.distile.grid`) and ``distile_in_table1``
   (DistilE as an added row of Table 1, :mod:`kgdistill.distile.in_table1`): their runs are
-  DistilEConfigs and enter tables as :class:`NamedRunSpec`.
+  DistilEConfigs and enter tables as :class:`NamedRunSpec`;
+* ``official_code`` (notebook 07, :mod:`kgdistill.official`): recipes x datasets (and small graphs),
+  runs listed by :func:`official_specs`, checked at load time by :func:`kgdistill.official.check_section`.
 
 A run's config is ``RunConfig(**(common | datasets[d].config | recipes[r] | datasets[d].recipes[r]
 | overrides), dataset=datasets[d].data, seed=seed)``, so a record's hash follows from the profile.
@@ -41,6 +43,10 @@ from .config import RunConfig
 from .configbase import unknown_keys_message
 from .distile.config import DistilEConfig
 from .environment import repo_root
+from .official import SCHEMA_NODE as OFFICIAL_SCHEMA
+from .official import SECTION as OFFICIAL_SECTION
+from .official import check_section as check_official_section
+from .official import section as official_section
 
 PUBLISHED_FILE = Path(__file__).with_name("published.yaml")
 TABLE1_SECTION = "distile_in_table1"
@@ -75,6 +81,7 @@ SCHEMA: dict = {
     },
     TABLE1_SECTION: {"row": None, "table": None, "beside": None, "model": None, "config": DISTILE,
                      "per_dataset": {"*": DISTILE}, "grid": DISTILE},
+    OFFICIAL_SECTION: OFFICIAL_SCHEMA,
 }
 PROFILE_SECTIONS = tuple(SCHEMA)
 REQUIRED_SECTIONS = ("seeds", "common", "datasets", "recipes", "tables")
@@ -147,6 +154,8 @@ def load_profile(name: str | os.PathLike) -> dict:
         spec.config
     if profile.get(TABLE1_SECTION):
         check_table1_section(profile)
+    if profile.get(OFFICIAL_SECTION):
+        check_official_section(profile["name"], official_section(profile), official_specs(profile))
     return profile
 
 
@@ -331,3 +340,28 @@ def all_specs(profile: dict) -> list[RunSpec]:
     """Every run the profile's notebooks need (tables, figure 1, footprint)."""
     specs = [s for table in profile["tables"] for s in table_specs(profile, table)]
     return specs + figure1_specs(profile) + footprint_specs(profile)
+
+
+def official_specs(profile: dict) -> list[RunSpec]:
+    """The runs of notebook 07 (section ``official_code``, :mod:`kgdistill.official`): each of its
+    ``recipes`` (row = the section's label) on each of its ``datasets`` for the section's ``seeds``
+    (default: the profile's), then on each ``small_graphs`` entry: trained on its ``data``, with
+    the ``base`` dataset block's settings (default: the profile's first dataset) and its ``config``
+    overriding everything else (recipe included). Empty without the section."""
+    if not profile.get(OFFICIAL_SECTION):
+        return []
+    block = official_section(profile)
+    seeds = block.get("seeds") or profile["seeds"]
+    recipes = block["recipes"].items()
+    specs = [RunSpec(label, ds, recipe, int(seed), profile=profile)
+             for ds in block.get("datasets") or [] for label, recipe in recipes for seed in seeds]
+    for name, graph in block["small_graphs"].items():
+        if name in profile["datasets"] or "data" not in graph:
+            raise ValueError(f"profile {profile['name']}: {OFFICIAL_SECTION}.small_graphs.{name} needs 'data' and a "
+                             f"name that is not a datasets entry ({sorted(profile['datasets'])})")
+        base = _dataset_block(profile, graph.get("base") or next(iter(profile["datasets"])))
+        extended = {**profile, "datasets": {**profile["datasets"], name: {**base, "data": graph["data"]}}}
+        overrides = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in (graph.get("config") or {}).items())
+        specs += [RunSpec(label, name, recipe, int(seed), None, overrides, profile=extended)
+                  for label, recipe in recipes for seed in graph.get("seeds") or seeds]
+    return specs
