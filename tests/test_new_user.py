@@ -226,3 +226,14 @@ def test_the_data_default_skips_a_shared_folder_without_archives(tmp_path, monke
     readme = " ".join(README.read_text().split())
     assert ("read from `KGC_DATA_DIR` when it is set (set but empty: downloaded); otherwise from `../shared/data` "
             "next to the repository when that folder holds the archives; otherwise they are downloaded") in readme
+
+
+def test_a_notebook_with_progress_bars_shows_the_librarys_messages(capsys):
+    """E.g. "resuming from epoch 5" (kgdistill.loop logs it) in the cell's output."""
+    import logging
+
+    from kgdistill.study import Study
+
+    Study("smoke", show_progress=True)
+    logging.getLogger("kgdistill").info("run-x: resuming from epoch 5 (checkpoint of epoch 4)")
+    assert "resuming from epoch 5" in capsys.readouterr().out
