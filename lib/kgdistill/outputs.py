@@ -17,7 +17,7 @@ import pandas as pd
 from .latex import latex_table
 from .profile import results_dir
 from .records import atomic_write_bytes, pick_device, provenance
-from .tables import formatted
+from .tables import budget_note, formatted
 
 
 def stamp(records: Iterable[dict] | dict | None, profile: dict | str) -> str:
@@ -89,7 +89,9 @@ def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str
     """Write ``<root>/tables/<name>.{csv,md,tex}`` atomically (root: :func:`output_root`); returns the paths.
 
     ``caption`` heads the Markdown/LaTeX versions and should carry the :func:`stamp`; ``note``
-    is appended below the Markdown and the LaTeX table. The CSV keeps every column; the Markdown and LaTeX versions move a
+    is appended below the Markdown table, followed by the footnote on rows that did not converge
+    (:func:`kgdistill.tables.budget_note`: rows marked † hit their epoch budget), which also
+    follows the LaTeX table. The CSV keeps every column; the Markdown and LaTeX versions move a
     ``source`` column into a footnote (:func:`source_note`). The LaTeX version compiles with
     booktabs and graphicx (:func:`kgdistill.latex.latex_table`).
     """
@@ -98,7 +100,8 @@ def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str
     atomic_write_bytes(paths["csv"], frame.to_csv(float_format="%.6g").encode())
     shown, quoted = source_note(formatted(frame))
     md = shown.to_markdown(stralign="right", disable_numparse=True)
-    parts = [part for part in (quoted, note) if part]
+    footnote = budget_note(frame)
+    parts = [part for part in (quoted, note, footnote) if part]
     notes = "\n\n".join(parts)
     text = (f"{caption}\n\n" if caption else "") + md + (f"\n\n{notes}" if notes else "") + "\n"
     atomic_write_bytes(paths["md"], text.encode())

@@ -6,6 +6,12 @@ std, ``paper``, ``Δ``), the runs frame, validation curves, relation-frequency b
 size/accuracy points, the long-tail split against the paper (:func:`long_tail_comparison`) and
 the text of a frame (:func:`formatted`, :func:`format_table`). Imports no torch: it reads
 records (JSON mappings) and plain numbers only.
+
+Unconverged numbers are marked: a run that stopped at its epoch budget (``max_epochs``) instead of
+by the convergence rule (``patience`` on validation MRR; records older than the rule state no
+``stop_reason`` and count as budget hits) makes its row's ``converged`` column end in a dagger
+(:data:`DAGGER`, :func:`convergence_mark`), and the text of a marked table ends with
+:data:`BUDGET_NOTE` (:func:`budget_note`, also the footnote of saved tables).
 """
 from __future__ import annotations
 
@@ -18,6 +24,46 @@ if TYPE_CHECKING:  # only for annotations; the profile module builds RunConfigs
     from .profile import NamedRunSpec, RunSpec
 
 METRICS = ("MRR", "H@1", "H@3", "H@10")
+
+#: the mark of a row (or column) whose numbers come from a run that hit its epoch budget
+DAGGER = "†"
+#: the footnote of a table with marked rows (printed by :func:`format_table`, saved by ``save_table``)
+BUDGET_NOTE = (
+    f"{DAGGER} not converged: a run behind this row stopped at its epoch budget (max_epochs) before the "
+    "convergence rule (patience on validation MRR) was met; read its numbers as an unfinished training, not a result."
+)
+
+
+# --- convergence marks -----------------------------------------------------------------------------
+def budget_hit(record: dict) -> bool:
+    """Whether a run stopped at its epoch budget rather than by the convergence rule (a record
+    without ``stop_reason``, written before the rule existed, trained its whole budget)."""
+    return record.get("stop_reason", "budget") != "plateau"
+
+
+def convergence_mark(records: Sequence[dict]) -> str:
+    """How many of ``records`` converged, marked with :data:`DAGGER` when one hit its budget:
+    one record ``"yes"`` / ``"no †"``, several ``"2/2"`` / ``"1/2 †"``; ``"-"`` for none."""
+    records = list(records)
+    if not records:
+        return "-"
+    hit = sum(budget_hit(r) for r in records)
+    text = ("no" if hit else "yes") if len(records) == 1 else f"{len(records) - hit}/{len(records)}"
+    return f"{text} {DAGGER}" if hit else text
+
+
+def marked_label(label: str, records: Sequence[dict]) -> str:
+    """``label`` followed by :data:`DAGGER` when one of ``records`` hit its budget (for a label
+    that names a column, e.g. a row of Table 2 in the per-bucket frame)."""
+    return f"{label} {DAGGER}" if any(budget_hit(r) for r in records) else str(label)
+
+
+def budget_note(frame: pd.DataFrame) -> str:
+    """:data:`BUDGET_NOTE` when a label or a text cell of ``frame`` carries :data:`DAGGER`, else ``""``."""
+    labels = [*frame.index.to_flat_index(), *frame.columns.to_flat_index()]
+    cells = [x for column in frame.columns if not pd.api.types.is_numeric_dtype(frame[column]) for x in frame[column]]
+    marked = any(DAGGER in str(x) for x in (*labels, *cells))
+    return BUDGET_NOTE if marked else ""
 
 
 # --- reading a row's record ------------------------------------------------------------------------
@@ -69,8 +115,9 @@ def results_table(
     ``specs`` must share one paper dataset. ``paper`` maps row label -> published metrics (and
     ``size``/``dim``); ``quoted`` maps row labels that the paper quotes from elsewhere (e.g.
     TransE from LibKGE) to their source: they appear with the published numbers only.
-    Columns per metric: ``<m>`` (measured), ``<m> ±`` (std, several seeds only), ``<m> paper``,
-    ``<m> Δ`` (measured − paper). ``size`` is the non-zero parameter count of the model read.
+    Columns: ``source``, ``converged`` (:func:`convergence_mark` of the row's runs), then per metric
+    ``<m>`` (measured), ``<m> ±`` (std, several seeds only), ``<m> paper``, ``<m> Δ`` (measured −
+    paper). ``size`` is the non-zero parameter count of the model read.
     """
     paper = paper or {}
     quoted = quoted or {}
@@ -88,10 +135,11 @@ def results_table(
             row["source"] = f"quoted ({quoted[label]}, via paper)"
         else:
             row["source"] = "measured"
+        group_records = [record_for(spec, records) for spec in group]
+        row["converged"] = convergence_mark(group_records)
         values: dict[str, list[float]] = {m: [] for m in metrics}
         sizes, dims = [], []
-        for spec in group:
-            record = record_for(spec, records)
+        for spec, record in zip(group, group_records):
             model = model_name(spec, record)
             result = record["test"][model][subset]
             for m in metrics:
@@ -200,9 +248,12 @@ def formatted(frame: pd.DataFrame, precision: int = 4) -> pd.DataFrame:
 
 
 def format_table(frame: pd.DataFrame, precision: int = 4) -> str:
-    """Fixed-precision text of a table (see :func:`formatted`). Deterministic: nbval compares it."""
+    """Fixed-precision text of a table (see :func:`formatted`), followed by :func:`budget_note`
+    when rows are marked as not converged. Deterministic: nbval compares it."""
     text = formatted(frame, precision)
-    return text.to_string(justify="right") if len(text.columns) else frame.to_string()
+    body = text.to_string(justify="right") if len(text.columns) else frame.to_string()
+    note = budget_note(frame)
+    return f"{body}\n{note}" if note else body
 
 
 # --- per-bucket, per-size, per-run frames ---------------------------------------------------------------
@@ -230,37 +281,41 @@ def bucket_table(
 def bucket_frame(
     specs: Sequence[RunSpec], records: dict[str, dict], relation_counts: dict[str, int], edges: Sequence[int], metric: str = "MRR"
 ) -> pd.DataFrame:
-    """``metric`` per relation-frequency bucket (rows) for every table row (columns), mean over
-    seeds, with each bucket's relation and test-triple counts."""
+    """``metric`` per relation-frequency bucket (rows) for every table row (columns, labelled
+    with :data:`DAGGER` when one of the row's runs hit its budget: :func:`marked_label`), mean
+    over seeds, with each bucket's relation and test-triple counts."""
     columns: dict[str, list[pd.Series]] = {}
+    used: dict[str, list[dict]] = {}
     base = None
     for spec in specs:
         record = record_for(spec, records)
         frame = bucket_table(record, model_name(spec, record), relation_counts, edges, (metric,))
         base = frame[["relations", "triples"]] if base is None else base
         columns.setdefault(spec.row, []).append(frame[metric])
+        used.setdefault(spec.row, []).append(record)
     out = base.copy()
     for label, series in columns.items():
-        out[label] = pd.concat(series, axis=1).mean(axis=1)
+        out[marked_label(label, used[label])] = pd.concat(series, axis=1).mean(axis=1)
     return out
 
 
 def size_accuracy_frame(specs: Sequence[RunSpec], records: dict[str, dict], metric: str = "MRR") -> pd.DataFrame:
     """One row per (recipe, rank) of Figure 1: non-zero size, dimension and test ``metric``
-    (mean over seeds)."""
+    (mean over seeds), and whether its runs converged (:func:`convergence_mark`)."""
     rows: dict[tuple, dict] = {}
     for spec in specs:
         record = record_for(spec, records)
         model = model_name(spec, record)
         key = (spec.recipe, spec.row)
-        entry = rows.setdefault(key, {"recipe": spec.recipe, "row": spec.row, "size": [], "dim": [], metric: []})
+        entry = rows.setdefault(key, {"recipe": spec.recipe, "row": spec.row, "size": [], "dim": [], metric: [], "records": []})
+        entry["records"].append(record)
         entry["size"].append(record["parameter_counts"][model]["nonzero"])
         entry["dim"].append(model_dim(record, model))
         entry[metric].append(record["test"][model]["all"][metric])
     frame = pd.DataFrame(
         [
             {"row": e["row"], "recipe": e["recipe"], "size": _mean_std(e["size"])[0], "dim": _mean_std(e["dim"])[0],
-             metric: _mean_std(e[metric])[0], "seeds": len(e[metric])}
+             metric: _mean_std(e[metric])[0], "seeds": len(e[metric]), "converged": convergence_mark(e["records"])}
             for e in rows.values()
         ]
     ).set_index("row")
@@ -270,8 +325,9 @@ def size_accuracy_frame(specs: Sequence[RunSpec], records: dict[str, dict], metr
 
 def runs_frame(specs: Sequence[RunSpec], records: dict[str, dict]) -> pd.DataFrame:
     """One line per distinct (run, model) behind ``specs``: the model read, the selected epoch
-    (chosen on the selected model's validation MRR), this model's validation MRR at that epoch
-    (deterministic), and the mean seconds per training epoch (timing)."""
+    (chosen on the selected model's validation MRR), the epoch training stopped at and whether the
+    convergence rule stopped it (:func:`convergence_mark`), this model's validation MRR at the
+    selected epoch (deterministic), and the mean seconds per training epoch (timing)."""
     rows, seen = [], set()
     for spec in specs:
         record = record_for(spec, records)
@@ -291,6 +347,8 @@ def runs_frame(specs: Sequence[RunSpec], records: dict[str, dict]) -> pd.DataFra
                 "model": model,
                 "selected_epoch": record["selected_epoch"],
                 "max_epochs": record["config"]["max_epochs"],
+                "stopped_epoch": record.get("stopped_epoch", record["history"][-1]["epoch"] if record["history"] else 0),
+                "converged": convergence_mark([record]),
                 "valid MRR": valid,
                 "s/epoch": record["seconds_per_epoch"],
             }

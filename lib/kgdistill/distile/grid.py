@@ -30,6 +30,7 @@ from ..datasets import KGDataset, load_dataset
 from ..profile import published
 from ..records import pick_device
 from ..runner import RECORD, run, run_dir_for
+from ..tables import budget_hit, convergence_mark, marked_label
 from .config import DS_FIELDS, DistilEConfig
 from .timing import inference_table
 
@@ -177,7 +178,7 @@ class DistilEStudy:
             for dim in self.section["student_dims"]:
                 _, record = self.distilled(spec["dataset"], spec["model"], dim, teacher_dim=teacher_dim)
                 rows.append({"teacher_dim": teacher_dim, "student_dim": dim,
-                             "MRR": record["test"]["student"]["all"]["MRR"]})
+                             "MRR": record["test"]["student"]["all"]["MRR"], "budget_hit": budget_hit(record)})
         return rows
 
     def curves(self) -> dict[str, list[dict]]:
@@ -256,8 +257,13 @@ class DistilEStudy:
 
     def teacher_dimension_grid(self) -> pd.DataFrame:
         """Figure 2 (:meth:`teacher_dimensions`): student test MRR, teacher dims (rows) by student
-        dims (columns, largest first)."""
-        grid = pd.DataFrame(self.teacher_dimensions()).pivot(index="teacher_dim", columns="student_dim", values="MRR")
+        dims (columns, largest first). A teacher dim whose row holds a student that hit its epoch
+        budget is labelled with a dagger (``"64 †"``; :func:`kgdistill.tables.marked_label`)."""
+        rows = pd.DataFrame(self.teacher_dimensions())
+        grid = rows.pivot(index="teacher_dim", columns="student_dim", values="MRR")
+        hit = rows.groupby("teacher_dim")["budget_hit"].any()
+        grid.index = [marked_label(str(d), [{}] if hit[d] else [{"stop_reason": "plateau"}]) for d in grid.index]
+        grid.index.name = "teacher_dim"
         return grid[sorted(grid.columns, reverse=True)]
 
     def curves_frame(self) -> tuple[pd.DataFrame, int]:
@@ -276,7 +282,8 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
 
     ``paper`` is a published table's ``rows`` mapping (``"<dim>/<method>" -> {model: metrics}``,
     teacher row ``"64/Tea."``); the profile's dimensions are matched to the paper's by position
-    (teacher_dim -> 64, student_dims -> 32/16/8), shown in the column ``paper dim``.
+    (teacher_dim -> 64, student_dims -> 32/16/8), shown in the column ``paper dim``. Rows that
+    state ``converged`` (:func:`_row`: ``"no †"`` when the run hit its epoch budget) keep it as a column.
     """
     dim_map = paper_dims(teacher_dim, student_dims)
     out = []
@@ -284,6 +291,8 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
         paper_dim = dim_map.get(row["dim"], row["dim"])
         published_row = (paper.get(f"{paper_dim}/{row['method']}") or {}).get(row["model"], {})
         entry = {"model": row["model"], "dim": row["dim"], "paper dim": paper_dim, "method": row["method"]}
+        if "converged" in row:
+            entry["converged"] = row["converged"]
         for m in metrics:
             entry[m] = row[m]
             entry[f"{m} paper"] = published_row.get(m, float("nan"))
@@ -294,4 +303,4 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
 def _row(model: str, dim: int, method: str, record: dict) -> dict:
     metrics = record["test"][record["selected_model"]]["all"]
     return {"model": model, "dim": dim, "method": method, **{m: metrics[m] for m in METRICS},
-            "run": record["run_name"]}
+            "run": record["run_name"], "converged": convergence_mark([record])}
