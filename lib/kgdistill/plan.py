@@ -3,7 +3,8 @@
 :func:`planned_runs` lists, teachers first, the runs of Tables 1-4, Figure 1 and the footprint
 (``all_specs``), the teacher and student of Table 1's added DistilE row
 (:func:`kgdistill.distile.planning.table1_planned_runs`) and notebook 06's DistilE runs
-(:func:`kgdistill.distile.planning.planned_runs`) and notebook 07's runs (:func:`kgdistill.profile.official_specs`,
+(:func:`kgdistill.distile.planning.planned_runs`) and notebook 08's equal-size runs
+(:func:`kgdistill.equal_size.section_runs`) and notebook 07's runs (:func:`kgdistill.profile.official_specs`,
 rows ``notebook 07 <dataset>: <recipe label>``). DistilE runs picked by a grid search
 (a section with a ``grid``) depend on earlier results: they are not in the plan and train inside
 their notebooks. :mod:`kgdistill.queue` trains the plan (``scripts/train_runs.py``).
@@ -18,7 +19,9 @@ from .datasets import KGDataset, load_dataset
 from .distile.config import DistilEConfig
 from .distile.planning import planned_runs as distile_planned_runs
 from .distile.planning import table1_planned_runs
-from .profile import all_specs, official_specs
+from .equal_size import SECTION as EQUAL_SIZE_SECTION
+from .equal_size import section_runs, sizes_from_stats
+from .profile import all_specs, official_specs, published
 
 Config = Union[RunConfig, DistilEConfig]
 
@@ -28,6 +31,8 @@ STANDALONE_METHODS = ("baseline", "plain")
 #: the group labels of the DistilE runs (``PlannedRun.group``); MetaSD-paper runs carry their recipe
 DISTILE_IN_TABLE1 = "DistilE in Table 1"
 DISTILE_NOTEBOOK = "DistilE notebook 06"
+#: the group label of notebook 08's runs (``--match "equal size"`` selects them)
+EQUAL_SIZE = "equal size (notebook 08)"
 #: the prefix of notebook 07's rows (``--match "notebook 07"`` selects its runs)
 OFFICIAL_ROW = "notebook 07"
 
@@ -79,6 +84,15 @@ def planned_runs(profile: dict, load: Callable[[str], KGDataset] = load_dataset)
         for config, used in distile_planned_runs(profile["distile"]):
             entries[config.run_name()] = {"config": config, "paper_dataset": paper_name[config.dataset.lower()],
                                           "group": DISTILE_NOTEBOOK, "rows": {_distile_row(config, used)}}
+    if profile.get(EQUAL_SIZE_SECTION):  # a run another section already plans keeps its group and rows
+        taken = set(entries)
+        sizes = sizes_from_stats(published("datasets", "stats"))
+        for run in section_runs(profile[EQUAL_SIZE_SECTION], sizes):
+            name = run.config.run_name()
+            if name not in taken:
+                entry = entries.setdefault(name, {"config": run.config, "paper_dataset": run.dataset,
+                                                  "group": EQUAL_SIZE, "rows": set()})
+                entry["rows"].add(run.label)
     for spec in official_specs(profile):  # notebook 07; --match "notebook 07" selects them
         config = spec.config
         entry = entries.setdefault(config.run_name(), {"config": config, "rows": set(), "paper_dataset": spec.paper_dataset,

@@ -23,6 +23,8 @@ A profile's sections:
 * ``distile`` (notebook 06, :mod:`kgdistill.distile.grid`) and ``distile_in_table1``
   (DistilE as an added row of Table 1, :mod:`kgdistill.distile.in_table1`): their runs are
   DistilEConfigs and enter tables as :class:`NamedRunSpec`;
+* ``equal_size`` (notebook 08, :mod:`kgdistill.equal_size`): compression at equal size, its own
+  benchmarks, source ranks, seeds and RunConfig overrides (``config``, ``per_dataset``, ``per_row``).
 * ``official_code`` (notebook 07, :mod:`kgdistill.official`): recipes x datasets (and small graphs),
   runs listed by :func:`official_specs`, checked at load time by :func:`kgdistill.official.check_section`.
 
@@ -47,6 +49,7 @@ from .official import SCHEMA_NODE as OFFICIAL_SCHEMA
 from .official import SECTION as OFFICIAL_SECTION
 from .official import check_section as check_official_section
 from .official import section as official_section
+from .equal_size import SECTION as EQUAL_SIZE, SECTION_SCHEMA as EQUAL_SIZE_SCHEMA, check_section, sizes_from_stats
 
 PUBLISHED_FILE = Path(__file__).with_name("published.yaml")
 TABLE1_SECTION = "distile_in_table1"
@@ -81,6 +84,7 @@ SCHEMA: dict = {
     },
     TABLE1_SECTION: {"row": None, "table": None, "beside": None, "model": None, "config": DISTILE,
                      "per_dataset": {"*": DISTILE}, "grid": DISTILE},
+    EQUAL_SIZE: EQUAL_SIZE_SCHEMA,
     OFFICIAL_SECTION: OFFICIAL_SCHEMA,
 }
 PROFILE_SECTIONS = tuple(SCHEMA)
@@ -154,6 +158,8 @@ def load_profile(name: str | os.PathLike) -> dict:
         spec.config
     if profile.get(TABLE1_SECTION):
         check_table1_section(profile)
+    if profile.get(EQUAL_SIZE):
+        check_section(profile[EQUAL_SIZE], sizes_from_stats(published("datasets", "stats")), f"profile {path}: {EQUAL_SIZE}")
     if profile.get(OFFICIAL_SECTION):
         check_official_section(profile["name"], official_section(profile), official_specs(profile))
     return profile
