@@ -194,8 +194,6 @@ def test_a_failed_notebook_keeps_the_last_good_copy(runner, tmp_path, capfd):
     assert not failed.exists() and sorted(p.name for p in executed.iterdir()) == ["98_flaky.ipynb"]
 
 
-@pytest.mark.xfail(strict=True, reason="kgdistill.loop draws its bar with tqdm.auto, whose widget's text copy in "
-                                       "an executed notebook stays at 0%; loop.py should use tqdm.std (see report)")
 def test_a_progress_bar_in_an_executed_notebook_ends_at_100_percent(runner, tmp_path):
     write_notebook(tmp_path / "notebooks" / "97_bar.ipynb", (
         "from kgdistill import RunConfig, run\n"

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+# text bars, not tqdm.auto's widget: an executed notebook keeps only the widget's first frame (0%)
+from tqdm.std import tqdm
 
 from .configbase import ConfigBase, resolve_precision
 from .datasets import KGDataset
