@@ -203,3 +203,24 @@ def test_the_plan_trains_the_section(tmp_path):
 def test_notebook_08_opens_the_section_through_the_facade():
     code = notebook_code(ROOT / "notebooks" / "08_equal_size.ipynb")
     assert code.count("S.equal_size()") == 1 and "E.comparisons()" in code and "E.figure()" in code
+
+
+def test_with_train_missing_false_the_section_reads_the_records_that_exist(tiny, tmp_path):
+    import shutil
+
+    E = tiny
+    profile = copy.deepcopy(E.study.profile)
+    profile["equal_size"]["train_missing"] = False
+    kd = next(r for r in E.runs if r.row == "KD" and r.seed == 1)
+    runs = tmp_path / "runs"
+    shutil.copytree(E.study.runs_dir, runs, ignore=lambda folder, names: [kd.config.run_name()] if kd.config.run_name() in names else [])
+    path = tmp_path / "partial.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in profile.items() if not k.startswith("_")}, sort_keys=False))
+    S = study.Study(path, results_dir=tmp_path, enforce_env=False)
+    partial = S.equal_size()  # trains nothing: no env pins needed, and the KD seed-1 run stays missing
+    assert partial.missing == 1 and "1 not trained yet" in partial.describe()
+    frame = partial.measurements()
+    assert len(frame[frame["row"] == "KD"]) == 1 and len(frame[frame["row"] == METASD]) == 2
+    assert partial.tables()[("Nations", 12)].loc["KD", "seeds"] == 1
+    line = partial.comparisons().loc[("Nations", 12)]
+    assert line["seeds"] == 1  # only seed 0 has every equal-size row

@@ -37,7 +37,7 @@ from .pruning import kept_count
 SECTION = "equal_size"
 #: keys of the profile section (kgdistill.profile checks them; "RunConfig": a mapping of its fields)
 SECTION_SCHEMA = {
-    "datasets": None, "source_ranks": None, "gamma": None, "seeds": None, "quantize": None,
+    "datasets": None, "source_ranks": None, "gamma": None, "seeds": None, "quantize": None, "train_missing": None,
     "config": "RunConfig", "per_dataset": {"*": "RunConfig"}, "per_row": {"*": "RunConfig"},
 }
 

@@ -79,19 +79,36 @@ def summary_table(measurements: pd.DataFrame, rows: Sequence[str] | None = None)
 @dataclass
 class EqualSize:
     """The ``equal_size`` section of a :class:`~kgdistill.study.Study`'s profile: its runs
-    (trained or reused at construction), then measurements, tables, comparisons and the figure."""
+    (trained or reused at construction; with the section's ``train_missing: false`` only the
+    records that exist are read), then measurements, tables, comparisons and the figure."""
 
     study: object  # the kgdistill.study.Study it belongs to
-    runs: list[SectionRun]
+    planned: list[SectionRun]
     records: dict[str, dict]
     _measured: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, study) -> "EqualSize":
-        """The section's runs of ``study``'s profile, trained when missing (teachers first)."""
+        """The section's runs of ``study``'s profile, trained when missing (teachers first), or
+        only those with a record when the section says ``train_missing: false``."""
         section = study.section(SECTION)
-        runs = section_runs(section, benchmark_sizes(section["datasets"]))
-        return cls(study, runs, study.run([r.config for r in runs]))
+        planned = section_runs(section, benchmark_sizes(section["datasets"]))
+        if section.get("train_missing", True):
+            return cls(study, planned, study.run([r.config for r in planned]))
+        from .runner import existing_record, run_dir_for
+
+        found = {r.config.run_name(): existing_record(run_dir_for(r.config, study.runs_dir)) for r in planned}
+        return cls(study, planned, {name: record for name, record in found.items() if record is not None})
+
+    @property
+    def runs(self) -> list[SectionRun]:
+        """The planned runs whose records were read."""
+        return [r for r in self.planned if r.config.run_name() in self.records]
+
+    @property
+    def missing(self) -> int:
+        """Distinct planned runs without a record (0 unless ``train_missing: false``)."""
+        return len({r.config.run_name() for r in self.planned} - set(self.records))
 
     @property
     def section(self) -> dict:
@@ -105,7 +122,7 @@ class EqualSize:
         gamma = float(section.get("gamma", 0.9))
         for dataset, (n_e, n_r) in benchmark_sizes(section["datasets"]).items():
             for rank in section["source_ranks"]:
-                name = self._source(dataset, rank).config.model
+                name = self._source(dataset, rank, runs=self.planned).config.model
                 model = backbone(name)
                 dense = model.dense_size(n_e, n_r, int(rank))
                 small = small_rank(name, n_e, n_r, int(rank), gamma)
@@ -119,6 +136,9 @@ class EqualSize:
         s = self.section
         head = (f"profile {self.study.name}: {', '.join(s['datasets'])}; source ranks {list(s['source_ranks'])}, "
                 f"gamma {s.get('gamma', 0.9)}, seeds {list(s['seeds'])}; {len(self.records)} runs")
+        if self.missing:
+            head += (f" read, {self.missing} not trained yet (train_missing: false; scripts/train_runs.py "
+                     f"--profile {self.study.name} --match \"equal size (notebook 08)\" trains them)")
         return head + "\n" + format_table(self.sizes())
 
     def run_specs(self) -> list[NamedRunSpec]:
@@ -131,8 +151,9 @@ class EqualSize:
         return runs_frame(self.run_specs(), self.records)
 
     # --- measurements ---------------------------------------------------------------------------
-    def _source(self, dataset: str, rank: int, seed: int | None = None, row: str = SOURCE) -> SectionRun:
-        for r in self.runs:
+    def _source(self, dataset: str, rank: int, seed: int | None = None, row: str = SOURCE,
+                runs: Sequence[SectionRun] | None = None) -> SectionRun:
+        for r in self.runs if runs is None else runs:
             if (r.dataset, r.source_rank, r.row) == (dataset, int(rank), row) and seed in (None, r.seed):
                 return r
         raise KeyError(f"no {row} run for {dataset} rank {rank} seed {seed}")
@@ -176,7 +197,10 @@ class EqualSize:
         gamma, wanted = float(self.section.get("gamma", 0.9)), self.section.get("quantize", SCHEMES)
         lines = []
         for of in dict.fromkeys(row.of for row in ROWS if row.of):
-            run = self._source(dataset, rank, seed, of)
+            try:
+                run = self._source(dataset, rank, seed, of)
+            except KeyError:  # not trained yet (train_missing: false)
+                continue
             config, record = run.config, self.records[run.config.run_name()]
             model, _ = load_best(config, self.study.runs_dir, data, "cpu", data_dir=self.study.data_dir)
             converged = not budget_hit(record)
@@ -216,21 +240,34 @@ class EqualSize:
         frame = self.measurements()
         return frame[(frame["dataset"] == dataset) & (frame["source rank"] == int(rank))]
 
+    def _parts(self) -> dict[tuple[str, int], pd.DataFrame]:
+        parts = {(ds, int(rank)): self._part(ds, rank) for ds in self.section["datasets"] for rank in self.section["source_ranks"]}
+        return {key: part for key, part in parts.items() if not part.empty}
+
     def tables(self) -> dict[tuple[str, int], pd.DataFrame]:
         """``{(benchmark, source rank): summary_table}`` (mean ± std over seeds, convergence marks)."""
-        return {(ds, int(rank)): summary_table(self._part(ds, rank), shown_rows(self.section))
-                for ds in self.section["datasets"] for rank in self.section["source_ranks"]}
+        return {key: summary_table(part, shown_rows(self.section)) for key, part in self._parts().items()}
+
+    def complete_seeds(self, part: pd.DataFrame) -> pd.DataFrame:
+        """The lines of ``part`` whose seed has MetaSD and every equal-size alternative (all of
+        them unless some runs are not trained yet): the comparison's selection and pairs use these."""
+        needed = {METASD, *ALTERNATIVES}
+        seeds = [s for s, group in part.groupby("seed") if needed <= set(group["row"])]
+        return part[part["seed"].isin(seeds)]
 
     def comparisons(self) -> pd.DataFrame:
         """MetaSD against the equal-size alternative with the best mean VALIDATION MRR, per
         benchmark and source rank: per-seed test-MRR differences, mean, 95% t-interval, verdict
         (:func:`kgdistill.equal_size.paired_comparison`)."""
-        results = {(ds, int(rank)): paired_comparison(self._part(ds, rank))
-                   for ds in self.section["datasets"] for rank in self.section["source_ranks"]}
+        complete = {key: self.complete_seeds(part) for key, part in self._parts().items()}
+        complete = {key: part for key, part in complete.items() if not part.empty}
+        if not complete:
+            raise ValueError("no seed has MetaSD and every equal-size alternative yet; train the section's runs")
+        results = {key: paired_comparison(part) for key, part in complete.items()}
         frame = comparison_frame(results)
         winners = []
-        for ds, rank in results:  # the best equal-size row of all, MetaSD included, again on validation
-            part = self._part(ds, rank)
+        for key in results:  # the best equal-size row of all, MetaSD included, again on validation
+            part = complete[key]
             means = part[part["row"].isin((METASD, *ALTERNATIVES))].groupby("row")["valid MRR"].mean()
             winners.append(means.idxmax())
         frame["best at equal size (valid)"] = winners
