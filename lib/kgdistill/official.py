@@ -372,13 +372,15 @@ class OfficialResults:
     def figure(self):
         """MRR (valid-selected) against the non-zero parameters read, one panel per dataset: colour =
         recipe, marker = eval mode, filled = training rate, hollow = the other rate; grey diamond =
-        the dense source, star = the published MetaSD (its size as published)."""
+        the dense source, star = the published MetaSD (its size as published). Datasets without a
+        trained run get no panel (unless none has one)."""
         import matplotlib.pyplot as plt
         from matplotlib.ticker import NullFormatter
 
         labels, rates = list(self.block["recipes"]), [f"{float(r):g}" for r in self.block["eval_rates"]]
-        fig, axes = plt.subplots(1, len(self.tables), figsize=(4.2 * len(self.tables), 3.6), squeeze=False)
-        for ax, (ds, frame) in zip(axes[0], self.tables.items()):
+        shown = {ds: f for ds, f in self.tables.items() if f["cell"].eq(MEASURED).any()} or self.tables  # no empty panel
+        fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
+        for ax, (ds, frame) in zip(axes[0], shown.items()):
             valid = frame[(frame["selected on"] == "valid") & (frame["cell"] == MEASURED)]
             for i, label in enumerate(labels):
                 rows = valid.loc[[label]] if label in valid.index else valid.iloc[:0]
@@ -397,7 +399,8 @@ class OfficialResults:
         handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="", label=label) for i, label in enumerate(labels)]
         handles += [plt.Line2D([], [], color="k", marker=m, ls="", mfc=f, label=t) for m, f, t in (
             ("o", "k", "pruned"), ("s", "k", "official_dense"), ("o", "none", f"rate {rates[-1]}"),
-            ("D", "0.55", "dense source"), ("*", "k", "published MetaSD"))]
-        fig.tight_layout(rect=(0, 0, 1, 0.9))
-        fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False, handletextpad=0.2)
+            ("D", "0.55", "dense source"), ("*", "k", "published MetaSD"))][: None if any(map(self.published.get, shown)) else -1]
+        ncol = len(handles) if len(shown) > 1 else 4  # one row above several panels, two above one
+        fig.tight_layout(rect=(0, 0, 1, 0.9 if ncol == len(handles) else 0.8))
+        fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False, handletextpad=0.2)
         return fig
