@@ -3,7 +3,9 @@ plan moved into the library.
 
 ``tests/data/plan_<profile>.tsv`` holds that script's plan (commit aefcd95), one run a line: run
 name, paper dataset, recipe or group, the rows using it joined by `` | ``. The run names carry the
-config hashes, so these files also pin every planned run's hash.
+config hashes, so these files also pin every planned run's hash. One intended change since: the
+cpu profile's 60 WN18RR DistilE runs (notebook 06) moved to the paper's settings with the
+convergence rule (issue 12), which gave them new names; every other line is the script's.
 """
 from __future__ import annotations
 
