@@ -17,7 +17,7 @@ import time
 import torch
 
 from kgdistill.config import RunConfig
-from kgdistill.datasets import ARCHIVES, SPLITS, DatasetError, canonical_name, load_dataset
+from kgdistill.datasets import ARCHIVES, SPLITS, dataset_argument, load_dataset
 from kgdistill.evaluation import TIE_POLICIES, filtered_ranks
 from kgdistill.models import BACKBONES, build_model
 from kgdistill.records import device_description, pick_device
@@ -26,17 +26,9 @@ from kgdistill.records import device_description, pick_device
 DEFAULTS = RunConfig()
 
 
-def dataset_name(name: str) -> str:
-    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
-    try:
-        return canonical_name(name)
-    except DatasetError:
-        return name
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES), help="benchmark name")
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES), help="benchmark name")
     parser.add_argument("--split", default="test", choices=[s for s in SPLITS if s != "train"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="embedding ranks to time")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum of each is kept")

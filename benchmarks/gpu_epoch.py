@@ -25,7 +25,7 @@ import torch
 from kgdistill.config import RunConfig
 from kgdistill.configbase import PRECISIONS, resolve_precision
 from kgdistill.costs import QUERY_WIDTH, GraphSize, count_kernels, floor_seconds, step_cost
-from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
+from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
 from kgdistill.models import BACKBONES
 from kgdistill.profile import config_for, load_profile
 from kgdistill.records import device_description, pick_device
@@ -36,17 +36,9 @@ DEFAULTS = RunConfig()
 PAPER_DATASETS = ("FB15k-237", "WN18RR")
 
 
-def dataset_name(name: str) -> str:
-    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
-    try:
-        return canonical_name(name)
-    except DatasetError:
-        return name
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES), help="benchmark name")
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES), help="benchmark name")
     parser.add_argument("--recipes-of", default=None, choices=PAPER_DATASETS,
                         help="paper dataset whose recipes (batch, regularizer, RP) apply (default: --dataset, else FB15k-237)")
     parser.add_argument("--profile", default="paper", help="profile holding the recipes")

@@ -22,7 +22,7 @@ import time
 import torch
 
 from kgdistill.config import META_ORDERS, RunConfig
-from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
+from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
 from kgdistill.models import BACKBONES
 from kgdistill.records import pick_device
 from kgdistill.runner import make_trainer
@@ -30,14 +30,6 @@ from kgdistill.runner import make_trainer
 #: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, rank, batch, RP weight,
 #: the meta step's order
 DEFAULTS = RunConfig()
-
-
-def dataset_name(name: str) -> str:
-    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
-    try:
-        return canonical_name(name)
-    except DatasetError:
-        return name
 
 
 def build(args, method: str, meta_order: str = DEFAULTS.meta_order):
@@ -75,7 +67,7 @@ def peak_memory_child(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES))
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES))
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--rank", type=int, default=DEFAULTS.rank)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)

@@ -19,21 +19,13 @@ from pathlib import Path
 import torch
 
 from kgdistill.config import RunConfig
-from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
+from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
 from kgdistill.models import BACKBONES, build_model, rank_for_budget
 from kgdistill.pruning import magnitude_mask
 from kgdistill.sparse import SparseScorer, export_sparse, load_sparse
 
 #: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, pruning rate γ, eval batch
 DEFAULTS = RunConfig()
-
-
-def dataset_name(name: str) -> str:
-    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
-    try:
-        return canonical_name(name)
-    except DatasetError:
-        return name
 
 
 def queries_per_second(scorer, queries: torch.Tensor, batch_size: int, repeats: int) -> float:
@@ -55,7 +47,7 @@ def state_bytes(model: torch.nn.Module) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES))
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES))
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--rank", type=int, default=500)
     parser.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="pruning rate: the student keeps 1 - gamma of the weights")

@@ -20,7 +20,7 @@ import torch
 
 from kgdistill.config import RunConfig
 from kgdistill.costs import QUERY_WIDTH, count_kernels, floor_seconds
-from kgdistill.datasets import ARCHIVES, DatasetError, canonical_name, load_dataset
+from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
 from kgdistill.models import BACKBONES
 from kgdistill.records import device_description, pick_device
 from kgdistill.regularizers import REGULARIZERS
@@ -30,17 +30,9 @@ from kgdistill.training import PlainLearner
 DEFAULTS = RunConfig()
 
 
-def dataset_name(name: str) -> str:
-    """The canonical spelling of a known dataset (any case); an unknown name is left for argparse to refuse."""
-    try:
-        return canonical_name(name)
-    except DatasetError:
-        return name
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_name, choices=sorted(ARCHIVES), help="benchmark name")
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES), help="benchmark name")
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 500], help="embedding ranks to time")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, DEFAULTS.batch_size],
                         help="triples per training step (the kbc/DURA recipes use 100)")

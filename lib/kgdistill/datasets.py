@@ -41,6 +41,15 @@ def canonical_name(name: str) -> str:
     raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(ARCHIVES)}")
 
 
+def dataset_argument(name: str) -> str:
+    """``argparse`` type of a dataset option: the canonical spelling of a known dataset (any case);
+    an unknown name is returned as given, so that ``choices=sorted(ARCHIVES)`` refuses it."""
+    try:
+        return canonical_name(name)
+    except DatasetError:
+        return name
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
