@@ -289,6 +289,7 @@ class EqualSize:
         markers, colors = "osD^v", plt.get_cmap("tab10")
         fig, axes = plt.subplots(1, len(section["datasets"]), figsize=(5.2 * len(section["datasets"]) + 1.6, 4.2),
                                  squeeze=False)
+        drawn: set[str] = set()
         for ax, dataset in zip(axes[0], section["datasets"]):
             for i, label in enumerate(rows):
                 spread = 1.04 ** (equal.index(label) - (len(equal) - 1) / 2) if label in equal else 1.0
@@ -298,13 +299,17 @@ class EqualSize:
                         continue
                     std = part["MRR"].std(ddof=1) if len(part) > 1 else 0.0
                     _ = ax.errorbar(part["size"].mean() * spread, part["MRR"].mean(), yerr=std, marker=markers[j % 5],
-                                    color=colors(i % 10), linestyle="none", capsize=2, markersize=5,
-                                    label=label if j == 0 else None)
+                                    color=colors(i % 10), linestyle="none", capsize=2, markersize=5)
+                    drawn.add(label)
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
             ax.xaxis.set_major_formatter(EngFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
             _ = ax.set(title=dataset, xlabel="non-zero parameters", ylabel="test MRR")
+        # one legend for every row drawn in any panel (a row may exist in one panel only)
+        for i, label in enumerate(rows):
+            if label in drawn:
+                _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none", label=label)
         for j, rank in enumerate(ranks):
             _ = axes[0][-1].plot([], [], marker=markers[j % 5], color="0.3", linestyle="none", label=f"source rank {rank}")
         _ = axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
