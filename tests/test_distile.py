@@ -370,3 +370,37 @@ def test_per_dataset_overrides_change_only_that_datasets_configs():
         assert c.teacher is None or DistilEConfig.from_dict(c.teacher).learning_rate == c.learning_rate
     with pytest.raises(ValueError, match="WN18R"):
         planned_runs({**section, "per_dataset": {"WN18R": {"max_epochs": 6}}})
+
+
+def test_train_missing_false_reads_records_and_marks_the_rest_not_trained(nations, runs_dir):
+    # the cpu profile's notebook 06 must rebuild from committed records without training for hours
+    from kgdistill.distile.grid import NOT_TRAINED, DistilEStudy
+    from kgdistill.distile.planning import planned_runs
+    from kgdistill.runner import run
+
+    section = {
+        "datasets": {"WN18RR": "Nations"}, "models": ["TransE"], "teacher_dim": 8, "student_dims": [4],
+        "teacher_dims": [8, 16], "config": {"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1}, "grid": {},
+        "ablation": {"dataset": "WN18RR"}, "figure2": {"dataset": "WN18RR", "model": "TransE"},
+        "figure3": {"dataset": "WN18RR", "model": "TransE", "dim": 4, "eval_every": 2}, "train_missing": False,
+    }
+    planned = [config for config, _ in planned_runs(section)]
+    teacher = planned[0]
+    assert (teacher.method, teacher.dim) == ("plain", 8)
+    trained = run(teacher, runs_dir, device="cpu", dataset=nations)
+    before = sorted(p.name for p in runs_dir.iterdir())
+    study = DistilEStudy(section, runs_dir, device="cpu")
+    study._datasets["Nations"] = nations
+    rows = study.link_prediction("WN18RR")
+    assert sorted(p.name for p in runs_dir.iterdir()) == before  # nothing trained
+    assert rows[0]["MRR"] == trained["test"]["model"]["all"]["MRR"] and rows[0]["converged"] != NOT_TRAINED
+    assert all(math.isnan(r["MRR"]) and r["converged"] == NOT_TRAINED and r["run"] == "" for r in rows[1:])
+    study.ablation(), study.teacher_dimensions()
+    frame, switch = study.curves_frame()
+    assert frame.empty and switch == 1  # the DS config is known (its teacher is), its record is not
+    assert sorted(study.not_trained) == sorted(c.run_name() for c in planned[1:])
+    assert str(len(planned) - 1) in study.missing_runs() and study.records == {teacher.run_name(): trained}
+    grid = study.teacher_dimension_grid()
+    assert grid.isna().all().all()
+    table = study.link_prediction_table("WN18RR")
+    assert (table["converged"] == NOT_TRAINED).sum() == 2

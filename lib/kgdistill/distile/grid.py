@@ -18,6 +18,9 @@ The section (see params/*.yaml for the documented values) holds:
   trained and the one with the best *validation* MRR is reported (``alpha`` also sets ``beta``,
   as the paper searches {α, β} in one set). Plain runs ignore the distillation fields of the grid.
 * ``ablation``, ``figure2``, ``figure3``, ``timing``: what those experiments run on.
+* ``train_missing`` (default true): false reads the records that exist instead of training the
+  others (hours on a CPU; ``scripts/train_runs.py`` trains them): their rows hold NaN metrics and
+  ``converged`` :data:`NOT_TRAINED`, and :meth:`DistilEStudy.describe` counts them.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import pandas as pd
 from ..datasets import KGDataset, load_dataset
 from ..profile import published
 from ..records import pick_device
+from ..records import existing_record
 from ..runner import RECORD, run, run_dir_for
 from ..tables import budget_hit, convergence_mark, marked_label
 from .config import DS_FIELDS, DistilEConfig
@@ -39,6 +43,8 @@ METRICS = ("MRR", "H@10", "H@3", "H@1")
 PAPER_TEACHER_DIM, PAPER_STUDENT_DIMS = 64, (32, 16, 8)
 #: the DistilE paper's link-prediction table of each dataset
 LINK_TABLES = {"WN18RR": 3, "FB15k-237": 4}
+#: a row's ``converged`` when its run has no record (a section with ``train_missing: false``)
+NOT_TRAINED = "not trained yet"
 
 
 def paper_dims(teacher_dim: int | None = None, student_dims=()) -> dict[int, int]:
@@ -66,6 +72,8 @@ class DistilEStudy:
         self._datasets: dict[str, KGDataset] = {}
         #: every record obtained, by run name (for provenance stamps)
         self.records: dict[str, dict] = {}
+        #: run names asked for but without a record (``train_missing: false``), in order
+        self.not_trained: list[str] = []
 
     @classmethod
     def from_study(cls, study) -> "DistilEStudy":
@@ -80,7 +88,17 @@ class DistilEStudy:
             self._datasets[name] = load_dataset(name, self.data_dir)
         return self._datasets[name]
 
-    def _run(self, config: DistilEConfig) -> dict:
+    def _run(self, config: DistilEConfig) -> dict | None:
+        """The run's record: trained or reused; None when it has none and the section says
+        ``train_missing: false`` (the run is then listed in :attr:`not_trained`)."""
+        if not self.section.get("train_missing", True):
+            record = existing_record(run_dir_for(config, self.runs_dir))
+            if record is None:
+                if config.run_name() not in self.not_trained:
+                    self.not_trained.append(config.run_name())
+            else:
+                self.records[config.run_name()] = record
+            return record
         if config.method == "ds":  # the teacher first, so that it too obeys retrain_since
             self._run(config.teacher_config())
         path = run_dir_for(config, self.runs_dir) / RECORD
@@ -129,9 +147,14 @@ class DistilEStudy:
                                          method=method, **fields))
         return configs
 
-    def best(self, configs: list[DistilEConfig]) -> tuple[DistilEConfig, dict]:
-        """Train every candidate; return the one with the best validation MRR (first on ties)."""
+    def best(self, configs: list[DistilEConfig]) -> tuple[DistilEConfig | None, dict | None]:
+        """Train every candidate; return the one with the best validation MRR (first on ties).
+
+        Without some candidate's record (``train_missing: false``) the record is None, and so is
+        the config when there were several candidates (the best cannot be known yet)."""
         scored = [(c, self._run(c)) for c in configs]
+        if any(record is None for _, record in scored):
+            return (configs[0] if len(configs) == 1 else None), None
         return max(scored, key=lambda pair: pair[1]["best_valid_mrr"])
 
     # --- runs ------------------------------------------------------------------------------
@@ -140,11 +163,15 @@ class DistilEStudy:
         return self.best(self._candidates(paper_dataset, model, dim, "plain", **extra))
 
     def distilled(self, paper_dataset: str, model: str, dim: int, teacher_dim: int | None = None,
-                  ablation: str = "DS", teacher_extra: dict | None = None, **extra) -> tuple[DistilEConfig, dict]:
+                  ablation: str = "DS", teacher_extra: dict | None = None,
+                  **extra) -> tuple[DistilEConfig | None, dict | None]:
         """DS student (or its ablation) distilled from the best plain teacher of ``teacher_dim``.
 
-        ``extra`` overrides the student's fields, ``teacher_extra`` the teacher's (e.g. its seed)."""
+        ``extra`` overrides the student's fields, ``teacher_extra`` the teacher's (e.g. its seed).
+        (None, None) when the teacher is not known yet (:meth:`best`)."""
         teacher, _ = self.plain(paper_dataset, model, teacher_dim or self.section["teacher_dim"], **(teacher_extra or {}))
+        if teacher is None:
+            return None, None
         configs = self._candidates(paper_dataset, model, dim, "ds", teacher=teacher.to_dict(), **extra)
         return self.best([c.ablation(ablation) for c in configs])
 
@@ -178,11 +205,13 @@ class DistilEStudy:
             for dim in self.section["student_dims"]:
                 _, record = self.distilled(spec["dataset"], spec["model"], dim, teacher_dim=teacher_dim)
                 rows.append({"teacher_dim": teacher_dim, "student_dim": dim,
-                             "MRR": record["test"]["student"]["all"]["MRR"], "budget_hit": budget_hit(record)})
+                             "MRR": record["test"]["student"]["all"]["MRR"] if record else float("nan"),
+                             "budget_hit": bool(record) and budget_hit(record)})
         return rows
 
     def curves(self) -> dict[str, list[dict]]:
-        """Figure 3: per-evaluation validation MRR of a student with ('DS') and without ('no-DS') teacher."""
+        """Figure 3: per-evaluation validation MRR of a student with ('DS') and without ('no-DS')
+        teacher (an empty list for a run without a record)."""
         spec = self.section["figure3"]
         extra = {"eval_every": spec.get("eval_every", 1)}
         _, plain = self.plain(spec["dataset"], spec["model"], spec["dim"], **extra)
@@ -190,8 +219,8 @@ class DistilEStudy:
         out = {}
         for name, record, model in (("no-DS", plain, "model"), ("DS", ds, "student")):
             out[name] = [{"epoch": h["epoch"], "stage": h["stage"], "MRR": h["valid"][model]["MRR"]}
-                         for h in record["history"] if "valid" in h]
-        out["switch_epoch"] = config.stage1_epochs
+                         for h in (record or {}).get("history", []) if "valid" in h]
+        out["switch_epoch"] = config.stage1_epochs if config else None
         return out
 
     def timing(self) -> list[dict]:
@@ -222,7 +251,16 @@ class DistilEStudy:
         for key in ("per_dataset", "per_dataset_model"):  # shown only where a profile uses them
             if sec.get(key):
                 lines.append(f"  {key.replace('_', ' ')}: {sec[key]}")
+        if not sec.get("train_missing", True):
+            lines.append("  train_missing: false - the notebook reads the records that exist; rows of runs without "
+                         f"one say '{NOT_TRAINED}' (scripts/train_runs.py --profile {self.name} --match \"Table 3\" ... trains them)")
         return "\n".join(lines)
+
+    def missing_runs(self) -> str:
+        """The runs asked for so far that have no record (call after the experiments), one line."""
+        if not self.not_trained:
+            return "every run asked for has a record"
+        return f"{len(self.not_trained)} runs not trained yet: " + ", ".join(self.not_trained)
 
     def trained_on(self, paper_dataset: str) -> str:
         """The benchmark trained for a paper dataset (a stand-in in the smoke profile)."""
@@ -300,7 +338,11 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
     return pd.DataFrame(out).set_index(["model", "dim", "method"])
 
 
-def _row(model: str, dim: int, method: str, record: dict) -> dict:
+def _row(model: str, dim: int, method: str, record: dict | None) -> dict:
+    """A table row of ``record``'s test metrics (NaN and :data:`NOT_TRAINED` without a record)."""
+    if record is None:
+        return {"model": model, "dim": dim, "method": method, **dict.fromkeys(METRICS, float("nan")),
+                "run": "", "converged": NOT_TRAINED}
     metrics = record["test"][record["selected_model"]]["all"]
     return {"model": model, "dim": dim, "method": method, **{m: metrics[m] for m in METRICS},
             "run": record["run_name"], "converged": convergence_mark([record])}
