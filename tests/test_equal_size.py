@@ -4,6 +4,7 @@ stored bytes, the profile section's checks and its place in the run plan."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pandas as pd
@@ -224,3 +225,31 @@ def test_with_train_missing_false_the_section_reads_the_records_that_exist(tiny,
     assert partial.tables()[("Nations", 12)].loc["KD", "seeds"] == 1
     line = partial.comparisons().loc[("Nations", 12)]
     assert line["seeds"] == 1  # only seed 0 has every equal-size row
+
+
+def test_post_hoc_rows_are_read_back_without_weights(tiny, tmp_path):
+    # a fresh clone has records and post_hoc.json but no *.pt: the notebook must not retrain the sources
+    import shutil
+
+    from kgdistill.equal_size_study import POST_HOC, POST_HOC_VERSION
+
+    E = tiny
+    frame = E.measurements()
+    sources = {r.config.run_name() for r in E.runs if r.row in ("source", "dense alone")}
+    for name in sources:
+        saved = json.loads((E.study.runs_dir / name / POST_HOC).read_text())
+        assert saved["version"] == POST_HOC_VERSION and saved["gamma"] == 0.9 and saved["lines"]
+    runs = tmp_path / "runs"
+    shutil.copytree(E.study.runs_dir, runs, ignore=shutil.ignore_patterns("*.pt", ".retrain"))
+    profile = copy.deepcopy(E.study.profile)
+    profile["equal_size"]["train_missing"] = False
+    path = tmp_path / "clone.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in profile.items() if not k.startswith("_")}, sort_keys=False))
+    clone = study.Study(path, results_dir=tmp_path, enforce_env=False).equal_size()
+    pd.testing.assert_frame_equal(clone.measurements(), frame)
+    assert not (runs / ".retrain").exists() and not list(runs.rglob("*.pt"))  # nothing retrained
+    stale = runs / next(iter(sources)) / POST_HOC
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "version": POST_HOC_VERSION - 1}))
+    again = study.Study(path, results_dir=tmp_path, enforce_env=False).equal_size()
+    pd.testing.assert_frame_equal(again.measurements(), frame)  # an old file is recomputed (from retrained weights)
+    assert list(runs.rglob("*.pt"))

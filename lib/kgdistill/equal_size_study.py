@@ -9,6 +9,11 @@ one benchmark and source rank (:func:`summary_table`), the paired comparison of 
 best equal-size alternative chosen on validation MRR (:meth:`EqualSize.comparisons`) and the
 figure (:meth:`EqualSize.figure`).
 
+The post-hoc rows of a source run are kept beside its record (:data:`POST_HOC`, committed like
+the record): a fresh clone with the committed records rebuilds the notebook without retraining
+the sources for their weights. The file is keyed by the run (its content-addressed folder), γ and
+:data:`POST_HOC_VERSION` (bump it when :mod:`kgdistill.compression` changes what it measures).
+
 Bytes are those of the stored tensors, no file overhead: dense float32 tables 4 per parameter,
 pruned students their CSR export (:func:`sparse_bytes`, the layout of :mod:`kgdistill.sparse`),
 quantized models :attr:`kgdistill.compression.QuantizedTables.nbytes`.
@@ -28,6 +33,11 @@ from .equal_size import (
 from .models import backbone
 from .profile import NamedRunSpec, published
 from .pruning import kept_count
+
+#: the post-hoc rows of a source run, beside its record (read instead of recomputing them)
+POST_HOC = "post_hoc.json"
+#: bumped when the post-hoc measurements change meaning (files of another version are recomputed)
+POST_HOC_VERSION = 1
 from .tables import budget_hit, convergence_mark, format_table, runs_frame
 
 #: columns of a measurements frame (one line per benchmark, source rank, row and seed)
@@ -188,12 +198,8 @@ class EqualSize:
 
     def _post_hoc(self, dataset: str, rank: int, seed: int) -> list[dict]:
         """The one-shot pruned source and the quantized copies of the source and the dense-alone model."""
-        from .compression import SCHEMES, one_shot_pruned, quantize
-        from .evalmodes import evaluate_student
-        from .evaluation import evaluate
-        from .runner import load_best
+        from .compression import SCHEMES
 
-        data = self.study.dataset(dataset)
         gamma, wanted = float(self.section.get("gamma", 0.9)), self.section.get("quantize", SCHEMES)
         lines = []
         for of in dict.fromkeys(row.of for row in ROWS if row.of):
@@ -201,31 +207,63 @@ class EqualSize:
                 run = self._source(dataset, rank, seed, of)
             except KeyError:  # not trained yet (train_missing: false)
                 continue
-            config, record = run.config, self.records[run.config.run_name()]
-            model, _ = load_best(config, self.study.runs_dir, data, "cpu", data_dir=self.study.data_dir)
-            converged = not budget_hit(record)
+            rows = [r for r in ROWS if r.of == of and (r.transform == "one_shot" or r.transform in wanted)]
+            lines += self._post_hoc_rows(run, rows, dataset, rank, seed, gamma)
+        return lines
 
-            def scores(scorer) -> tuple[float, dict]:
-                kwargs = {"tie_policy": config.tie_policy, "batch_size": config.eval_batch_size, "device": "cpu"}
-                return evaluate(scorer, data, "valid", **kwargs)["MRR"], evaluate(scorer, data, "test", **kwargs)
+    def _post_hoc_rows(self, run: SectionRun, rows: list, dataset: str, rank: int, seed: int, gamma: float) -> list[dict]:
+        """The lines of ``rows`` (transforms of ``run``'s weights): read from its :data:`POST_HOC`
+        file when it holds them all, else computed from the weights and saved there."""
+        from .records import atomic_write_json, read_json
+        from .runner import run_dir_for
 
-            for row in (r for r in ROWS if r.of == of):
-                if row.transform == "one_shot":
-                    pruned = one_shot_pruned(model, gamma)
-                    valid, test = scores(lambda q, m=pruned: m.score_tails(q, masked=True))
-                    official = evaluate_student(pruned, data, "official_dense", None, "test", config.tie_policy,
-                                                config.eval_batch_size)
-                    entity, relation = pruned.prunable().values()
-                    stored = sparse_bytes(pruned.parameter_counts()["nonzero"], [tuple(entity.shape), tuple(relation.shape)])
-                    lines.append(self._line(dataset, rank, row.label, seed, converged, pruned.parameter_counts()["nonzero"],
-                                            stored, valid, test, official["metrics"]["all"]["MRR"],
-                                            official["read"]["total"], record["run_name"]))
-                elif row.transform in wanted:
-                    tables = quantize(model, row.transform)
-                    dense = tables.dequantized_model()
-                    valid, test = scores(dense.score_tails)
-                    lines.append(self._line(dataset, rank, row.label, seed, converged, dense.parameter_counts()["nonzero"],
-                                            tables.nbytes, valid, test, math.nan, math.nan, record["run_name"]))
+        path = run_dir_for(run.config, self.study.runs_dir) / POST_HOC
+        keys = [f"{rank}|{row.label}" for row in rows]  # the rank-100 source is also rank 1000's dense-alone model
+        saved = read_json(path) if path.exists() else {}
+        if saved.get("version") != POST_HOC_VERSION or saved.get("gamma") != gamma:
+            saved = {}
+        cached = saved.get("lines", {})
+        if all(key in cached for key in keys):
+            return [cached[key] for key in keys]
+        lines = self._compute_post_hoc(run, rows, dataset, rank, seed, gamma)
+        cached.update(zip(keys, lines))
+        atomic_write_json(path, {"version": POST_HOC_VERSION, "gamma": gamma, "lines": cached})
+        return lines
+
+    def _compute_post_hoc(self, run: SectionRun, rows: list, dataset: str, rank: int, seed: int, gamma: float) -> list[dict]:
+        """The lines of ``rows`` measured on ``run``'s best weights (retrained when not on disk)."""
+        from .compression import one_shot_pruned, quantize
+        from .evalmodes import evaluate_student
+        from .evaluation import evaluate
+        from .runner import load_best
+
+        data = self.study.dataset(dataset)
+        lines = []
+        config, record = run.config, self.records[run.config.run_name()]
+        model, _ = load_best(config, self.study.runs_dir, data, "cpu", data_dir=self.study.data_dir)
+        converged = not budget_hit(record)
+
+        def scores(scorer) -> tuple[float, dict]:
+            kwargs = {"tie_policy": config.tie_policy, "batch_size": config.eval_batch_size, "device": "cpu"}
+            return evaluate(scorer, data, "valid", **kwargs)["MRR"], evaluate(scorer, data, "test", **kwargs)
+
+        for row in rows:
+            if row.transform == "one_shot":
+                pruned = one_shot_pruned(model, gamma)
+                valid, test = scores(lambda q, m=pruned: m.score_tails(q, masked=True))
+                official = evaluate_student(pruned, data, "official_dense", None, "test", config.tie_policy,
+                                            config.eval_batch_size)
+                entity, relation = pruned.prunable().values()
+                stored = sparse_bytes(pruned.parameter_counts()["nonzero"], [tuple(entity.shape), tuple(relation.shape)])
+                lines.append(self._line(dataset, rank, row.label, seed, converged, pruned.parameter_counts()["nonzero"],
+                                        stored, valid, test, official["metrics"]["all"]["MRR"],
+                                        official["read"]["total"], record["run_name"]))
+            else:
+                tables = quantize(model, row.transform)
+                dense = tables.dequantized_model()
+                valid, test = scores(dense.score_tails)
+                lines.append(self._line(dataset, rank, row.label, seed, converged, dense.parameter_counts()["nonzero"],
+                                        tables.nbytes, valid, test, math.nan, math.nan, record["run_name"]))
         return lines
 
     @staticmethod
