@@ -2,6 +2,7 @@
 message, and the refusal to train under a profile whose numeric environment is not in force."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -114,3 +115,24 @@ def test_a_rerun_that_differs_from_the_committed_record_is_warned_about(tmp_path
     (out / "record.json").write_text(json.dumps(doctored))
     with pytest.warns(UserWarning, match="differ from the committed record"):
         load_best(QUICK, tmp_path, nations)
+
+
+def test_footprint_weights_leave_the_committed_record_alone_and_a_killed_retrain_resumes(tmp_path, nations):
+    import torch
+
+    from kgdistill.footprint import ensure_weights
+
+    record = run(QUICK, tmp_path, device="cpu", dataset=nations)
+    out = run_dir_for(QUICK, tmp_path)
+    (out / "best.pt").unlink()
+    committed = (out / "record.json").read_bytes()
+    scratch = tmp_path / ".retrain"
+    killed = run(QUICK, scratch, device="cpu", dataset=nations, stop_after_epoch=1)  # a retrain killed after epoch 1
+    assert killed["status"] == "interrupted"
+    first = torch.load(run_dir_for(QUICK, scratch) / "checkpoint.pt", weights_only=False)["history"][0]
+    weights = ensure_weights(QUICK, tmp_path, device="cpu")
+    assert weights == out / "best.pt" and weights.exists()
+    assert (out / "record.json").read_bytes() == committed  # not overwritten by the retrain
+    rerun = json.loads((run_dir_for(QUICK, scratch) / "record.json").read_text())
+    assert rerun["history"][0]["seconds"] == first["seconds"]  # resumed, not started again
+    assert rerun["test"] == record["test"]

@@ -28,15 +28,15 @@ def ensure_weights(spec, runs_dir: str | os.PathLike, data_dir=None, device: str
                    show_progress: bool = False, required_env: dict[str, str] | None = None) -> Path:
     """Path of the run's ``best.pt`` (``spec``: a :class:`~kgdistill.profile.RunSpec` or a
     config); when only the record exists (checkpoints are not committed), the run is trained
-    again on ``device`` to recreate it (same numbers on CPU; a new record and provenance), which
+    again in ``<runs_dir>/.retrain`` on ``device`` and only its weights are installed (same numbers
+    on CPU; the committed record stays as it is: :func:`kgdistill.runner.best_weights`), which
     ``required_env`` (a profile's ``env``) must be in force for (:func:`kgdistill.runner.run`)."""
-    from .runner import BEST, run, run_dir_for
+    from .records import pick_device
+    from .runner import best_weights
 
     config = spec if isinstance(spec, ConfigBase) else spec.config
-    weights = run_dir_for(config, runs_dir) / BEST
-    if not weights.exists():
-        run(config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=True,
-            required_env=required_env)
+    weights, _ = best_weights(config, runs_dir, device=pick_device(device), data_dir=data_dir,
+                              show_progress=show_progress, required_env=required_env)
     return weights
 
 

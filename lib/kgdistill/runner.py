@@ -31,7 +31,7 @@ from .records import BEST, CHECKPOINT, RECORD, atomic_write_bytes, existing_reco
 from .training import PlainLearner, PrunedFinetuneLearner
 
 __all__ = [
-    "BEST", "CHECKPOINT", "RECORD", "config_from_record", "existing_record", "load_best", "make_trainer",
+    "BEST", "CHECKPOINT", "RECORD", "best_weights", "config_from_record", "existing_record", "load_best", "make_trainer",
     "record_dims", "run", "run_dir_for",
 ]
 
@@ -120,18 +120,27 @@ def run(
 def _best_state(config: ConfigBase, runs_dir: str | Path, dataset: KGDataset, device: torch.device,
                 model: str | None = None, retrain_missing: bool = True, **run_kwargs) -> tuple[dict, dict]:
     """State dict of ``model`` (default: the selected one) at the selected epoch, and the record."""
+    weights, record = best_weights(config, runs_dir, dataset, device, retrain_missing, **run_kwargs)
+    name = model or record["selected_model"]
+    states = torch.load(weights, map_location="cpu", weights_only=False)["models"]
+    if name not in states:
+        raise KeyError(f"run {config.run_name()} has no model {name!r}; it has {sorted(states)}")
+    return states[name], record
+
+
+def best_weights(config: ConfigBase, runs_dir: str | Path, dataset: KGDataset | None = None,
+                 device: str | torch.device = "cpu", retrain_missing: bool = True, **run_kwargs) -> tuple[Path, dict]:
+    """The run's ``best.pt`` and its record: trained when the record is missing; when only the
+    (committed) record exists, trained again in ``<runs_dir>/.retrain`` (resumable, the record
+    untouched) unless ``retrain_missing`` is false (then ``FileNotFoundError``)."""
     record = run(config, runs_dir, device=str(device), dataset=dataset, **run_kwargs)
     weights = run_dir_for(config, runs_dir) / BEST
     if not weights.exists():  # a committed record without weights (checkpoints are not committed)
         if not retrain_missing:
             raise FileNotFoundError(f"{weights} is missing (checkpoints are not committed); pass retrain_missing=True "
                                     f"to train the run again (same numbers on CPU)")
-        _retrain_weights(config, runs_dir, record, dataset, device, **run_kwargs)
-    name = model or record["selected_model"]
-    states = torch.load(weights, map_location="cpu", weights_only=False)["models"]
-    if name not in states:
-        raise KeyError(f"run {config.run_name()} has no model {name!r}; it has {sorted(states)}")
-    return states[name], record
+        _retrain_weights(config, runs_dir, record, dataset, torch.device(device), **run_kwargs)
+    return weights, record
 
 
 #: where weights of committed records are retrained, inside the runs folder (never committed)
@@ -144,7 +153,10 @@ def _retrain_weights(config: ConfigBase, runs_dir: str | Path, record: dict, dat
     committed record, which stays untouched. Same numbers on the same CPU kernels; when the rerun's
     test metrics differ, say so loudly: analyses of these weights then describe the rerun."""
     scratch = Path(runs_dir) / RETRAIN_DIR
-    rerun = run(config, scratch, device=str(device), dataset=dataset, force=True, **run_kwargs)
+    # resumable: a killed retrain goes on from its checkpoint; a finished one is reused unless its weights are gone
+    folder = run_dir_for(config, scratch)
+    stale = (folder / RECORD).exists() and not (folder / BEST).exists()
+    rerun = run(config, scratch, device=str(device), dataset=dataset, force=stale, **run_kwargs)
     if rerun["test"] != record["test"]:
         warnings.warn(
             f"run {config.run_name()}: its retrained weights give test metrics that differ from the committed "
