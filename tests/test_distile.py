@@ -404,3 +404,20 @@ def test_train_missing_false_reads_records_and_marks_the_rest_not_trained(nation
     assert grid.isna().all().all()
     table = study.link_prediction_table("WN18RR")
     assert (table["converged"] == NOT_TRAINED).sum() == 2
+
+
+def test_timing_ranks_the_profiles_first_triples(nations):
+    from kgdistill.distile.grid import DistilEStudy
+    from kgdistill.distile.timing import all_triples
+
+    section = {"datasets": {"WN18RR": "Nations"}, "models": ["TransE"], "teacher_dim": 8, "student_dims": [4],
+               "timing": {"dataset": "WN18RR", "repeats": 1, "triples": 50}}
+    study = DistilEStudy(section, ".", device="cpu")
+    study._datasets["Nations"] = nations
+    assert torch.equal(study.timed_triples(), all_triples(nations)[:50])
+    assert len(study.timing()) == 2
+    study.section = {**section, "timing": {"dataset": "WN18RR"}}
+    assert len(study.timed_triples()) == len(all_triples(nations))
+    study.section = {**section, "timing": {"dataset": "WN18RR", "triples": "10k"}}
+    with pytest.raises(ValueError, match="timing.triples"):
+        study.timed_triples()

@@ -80,7 +80,7 @@ SCHEMA: dict = {
         "ablation": {"dataset": None, "models": None},
         "figure2": {"dataset": None, "model": None},
         "figure3": {"dataset": None, "model": None, "dim": None, "eval_every": None},
-        "timing": {"dataset": None, "models": None, "batch_size": None, "repeats": None, "device": None},
+        "timing": {"dataset": None, "models": None, "batch_size": None, "repeats": None, "device": None, "triples": None},
         "train_missing": None,
     },
     TABLE1_SECTION: {"row": None, "table": None, "beside": None, "model": None, "config": DISTILE,

@@ -28,6 +28,7 @@ import itertools
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..datasets import KGDataset, load_dataset
 from ..profile import published
@@ -36,7 +37,7 @@ from ..records import existing_record
 from ..runner import RECORD, run, run_dir_for
 from ..tables import budget_hit, convergence_mark, marked_label
 from .config import DS_FIELDS, DistilEConfig
-from .timing import inference_table
+from .timing import all_triples, inference_table
 
 METRICS = ("MRR", "H@10", "H@3", "H@1")
 #: the paper's dimensions, matched by position with a profile's teacher_dim / student_dims
@@ -232,11 +233,22 @@ class DistilEStudy:
         spec = self.section["timing"]
         ds = self.dataset(spec["dataset"])
         dims = [self.section["teacher_dim"], *self.section["student_dims"]]
+        triples = self.timed_triples()
         rows = []
         for model in spec.get("models", self.section["models"]):
-            rows += inference_table(ds, model, dims, batch_size=spec.get("batch_size", 1024),
+            rows += inference_table(ds, model, dims, triples=triples, batch_size=spec.get("batch_size", 1024),
                                     repeats=spec.get("repeats", 3), device=pick_device(spec.get("device", "cpu")))
         return rows
+
+    def timed_triples(self) -> torch.Tensor:
+        """The (n, 3) triples Table 5 ranks: train ∪ valid ∪ test of the timing dataset, or their
+        first ``timing.triples`` (a CPU profile's shortcut: the speed-ups are ratios of one run)."""
+        spec = self.section["timing"]
+        triples = all_triples(self.dataset(spec["dataset"]))
+        limit = spec.get("triples")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"distile.timing.triples: expected a positive integer (or leave it out for all), got {limit!r}")
+        return triples[:limit] if limit else triples
 
     # --- notebook 06: the experiments beside the paper -----------------------------------------
     def describe(self) -> str:
