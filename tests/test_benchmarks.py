@@ -34,6 +34,8 @@ OWN = {
 }
 #: benchmarks of a profile's runs, not of one dataset and backbone (no --dataset / --model)
 PER_PROFILE = {"gpu_estimate"}
+#: benchmarks of the DistilE backbones (their own --model choices, no RunConfig fields)
+DISTILE = {"distile_ranking"}
 CHOICES = {"model": sorted(BACKBONES), "dataset": sorted(ARCHIVES), "regularizer": sorted(REGULARIZERS),
            "tie_policy": list(TIE_POLICIES)}
 #: the smallest settings that still print every figure: (arguments, what the output must hold)
@@ -50,6 +52,8 @@ TINY = {
                   ["complex_fp32_epoch_seconds", "rp_fp32_tflops", "metasd_fp32_peak_mib",
                    "plain_b100_over_floor_ratio", "metasd_epoch_seconds"]),
     "gpu_estimate": (["--profile", "gpu"], ["MetaSD", "max_run_minutes"]),
+    "distile_ranking": (["--dataset", "UMLS", "--dims", "8", "--queries", "300", "--batch-size", "128", "--threads", "1",
+                         "--device", "cpu"], ["identical scores: True", "blocked_over_one_block_speedup"]),
 }
 
 
@@ -64,7 +68,7 @@ def test_every_benchmark_is_checked():
     assert sorted(p.stem for p in BENCHMARKS.glob("*.py")) == sorted(TINY)
 
 
-@pytest.mark.parametrize("name", sorted(set(TINY) - PER_PROFILE))
+@pytest.mark.parametrize("name", sorted(set(TINY) - PER_PROFILE - DISTILE))
 def test_defaults_and_choices_are_the_librarys(name):
     parser = load(name).build_parser()
     actions = {a.dest: a for a in parser._actions}
