@@ -421,3 +421,18 @@ def test_timing_ranks_the_profiles_first_triples(nations):
     study.section = {**section, "timing": {"dataset": "WN18RR", "triples": "10k"}}
     with pytest.raises(ValueError, match="timing.triples"):
         study.timed_triples()
+
+
+def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
+    from kgdistill.distile.grid import NOT_TRAINED, compare, ds_gains
+
+    rows = [{"model": "TransE", "dim": 8, "method": "no-DS", "MRR": 0.10, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
+            {"model": "TransE", "dim": 8, "method": "DS", "MRR": 0.04, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
+            {"model": "TransE", "dim": 16, "method": "no-DS", "MRR": 0.2, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "no †"},
+            {"model": "TransE", "dim": 16, "method": "DS", "MRR": float("nan"), "H@10": 0, "H@3": 0, "H@1": 0,
+             "converged": NOT_TRAINED}]
+    paper = {"8/no-DS": {"TransE": {"MRR": 0.076}}, "8/DS": {"TransE": {"MRR": 0.125}}}
+    gains = ds_gains(compare(rows, paper, student_dims=[32, 16, 8]))
+    assert gains.loc[("TransE", 8), "DS − no-DS"] == pytest.approx(-0.06)
+    assert gains.loc[("TransE", 8), "paper"] == pytest.approx(0.049) and gains.loc[("TransE", 8), "converged"] == "yes"
+    assert math.isnan(gains.loc[("TransE", 16), "DS − no-DS"]) and NOT_TRAINED in gains.loc[("TransE", 16), "converged"]

@@ -288,6 +288,10 @@ class DistilEStudy:
         return compare(self.link_prediction(paper_dataset), paper, student_dims=self.section["student_dims"],
                        teacher_dim=self.section["teacher_dim"])
 
+    def ds_gains(self, table: pd.DataFrame) -> pd.DataFrame:
+        """DS minus no-DS per model and student dim of a :meth:`link_prediction_table` (:func:`ds_gains`)."""
+        return ds_gains(table)
+
     def timing_table(self) -> pd.DataFrame:
         """Table 5 (:meth:`timing`) indexed by (model, dim), with the paper dimension (``paper dim``) and
         the paper's ``params paper``, ``seconds paper (GPU)`` and ``speedup paper`` of that dimension."""
@@ -348,6 +352,24 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
             entry[f"{m} paper"] = published_row.get(m, float("nan"))
         out.append(entry)
     return pd.DataFrame(out).set_index(["model", "dim", "method"])
+
+
+def ds_gains(table: pd.DataFrame, metric: str = "MRR") -> pd.DataFrame:
+    """DS minus no-DS per (model, student dim) of a link-prediction table (:func:`compare`):
+    columns ``DS − no-DS`` (measured; NaN while either run is untrained), ``paper`` (the
+    published difference) and ``converged`` (both runs' marks, ``"yes"`` when both stopped by
+    the convergence rule)."""
+    frame = table.reset_index()
+    lines = []
+    for (model, dim), group in frame[frame["method"].isin(["DS", "no-DS"])].groupby(["model", "dim"], sort=False):
+        by = group.set_index("method")
+        if not {"DS", "no-DS"} <= set(by.index):
+            continue
+        marks = {str(by.loc[m, "converged"]) for m in ("DS", "no-DS")} if "converged" in by else {"-"}
+        lines.append({"model": model, "dim": dim, "DS − no-DS": by.loc["DS", metric] - by.loc["no-DS", metric],
+                      "paper": by.loc["DS", f"{metric} paper"] - by.loc["no-DS", f"{metric} paper"],
+                      "converged": "yes" if marks == {"yes"} else " / ".join(sorted(marks))})
+    return pd.DataFrame(lines).set_index(["model", "dim"])
 
 
 def _row(model: str, dim: int, method: str, record: dict | None) -> dict:
