@@ -134,3 +134,13 @@ def test_the_notebooks_draw_these_figures(notebook, call):
     code = "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / notebook, as_version=4).cells
                      if c.cell_type == "code")
     assert call in code
+
+
+def test_figure1_marks_recipes_whose_runs_hit_their_budget():
+    points = pd.DataFrame({"recipe": ["DURA", "DURA", "MetaSD"], "size": [2e5, 2e6, 1.9e5], "MRR": [0.26, 0.33, 0.2],
+                           "converged": ["yes", "no †", "yes"]}, index=["DURA r16", "DURA r64", "MetaSD"])
+    paper = {"DURA": {"size": 6e7, "MRR": 0.371}, "MetaSD": {"size": 6e6, "MRR": 0.391}}
+    fig = figures.size_accuracy(points, paper, ["DURA"], ["MetaSD"], "measured", "published")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["DURA †", "MetaSD student"]
+    assert any("not converged" in t.get_text() for t in fig.texts)

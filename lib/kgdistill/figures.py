@@ -143,13 +143,21 @@ def size_accuracy(points: pd.DataFrame, paper: Mapping[str, Mapping], curves: Se
 
     fig, (ax, ax_paper) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     colors = {name: f"C{i}" for i, name in enumerate([*curves, *students])}
+    notes: dict[str, str] = {}
+
+    def marked(recipe: str, label: str) -> str:  # a dagger when a run behind the recipe hit its budget
+        if any(DAGGER in str(c) for c in points.loc[points["recipe"] == recipe].get("converged", [])):
+            notes[DAGGER] = f"{DAGGER} a run behind this label stopped at its epoch budget (not converged)"
+            return f"{label} {DAGGER}"
+        return label
+
     for recipe in curves:
         curve = points[points["recipe"] == recipe].sort_values("size")
-        ax.plot(curve["size"], curve[metric], marker="o", color=colors[recipe], label=recipe)
+        ax.plot(curve["size"], curve[metric], marker="o", color=colors[recipe], label=marked(recipe, recipe))
     for recipe in students:
         student = points[points["recipe"] == recipe]
         ax.scatter(student["size"], student[metric], marker="*", s=140, zorder=3, color=colors[recipe],
-                   label=f"{recipe} student")
+                   label=marked(recipe, f"{recipe} student"))
     published = [(float(paper[n]["size"]), float(paper[n][metric]), n, colors[n]) for n in [*curves, *students]
                  if (paper.get(n) or {}).get("size") and _finite((paper.get(n) or {}).get(metric))]
     for x, y, name, color in published:
@@ -172,6 +180,7 @@ def size_accuracy(points: pd.DataFrame, paper: Mapping[str, Mapping], curves: Se
     ax.set_ylabel(f"test {metric}")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    add_notes(fig, list(notes.values()))
     return fig
 
 
