@@ -33,12 +33,12 @@ from .equal_size import (
 from .models import backbone
 from .profile import NamedRunSpec, published
 from .pruning import kept_count
+from .tables import budget_hit, convergence_mark, format_table, runs_frame
 
 #: the post-hoc rows of a source run, beside its record (read instead of recomputing them)
 POST_HOC = "post_hoc.json"
 #: bumped when the post-hoc measurements change meaning (files of another version are recomputed)
 POST_HOC_VERSION = 1
-from .tables import budget_hit, convergence_mark, format_table, runs_frame
 
 #: columns of a measurements frame (one line per benchmark, source rank, row and seed)
 MEASURED = ("size", "bytes", "valid MRR", "MRR", "H@1", "H@10", "MRR official-dense", "parameters read (official-dense)")
@@ -238,7 +238,6 @@ class EqualSize:
         from .runner import load_best
 
         data = self.study.dataset(dataset)
-        lines = []
         config, record = run.config, self.records[run.config.run_name()]
         model, _ = load_best(config, self.study.runs_dir, data, "cpu", data_dir=self.study.data_dir)
         converged = not budget_hit(record)
@@ -247,6 +246,7 @@ class EqualSize:
             kwargs = {"tie_policy": config.tie_policy, "batch_size": config.eval_batch_size, "device": "cpu"}
             return evaluate(scorer, data, "valid", **kwargs)["MRR"], evaluate(scorer, data, "test", **kwargs)
 
+        lines = []
         for row in rows:
             if row.transform == "one_shot":
                 pruned = one_shot_pruned(model, gamma)

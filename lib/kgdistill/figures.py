@@ -55,6 +55,15 @@ def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def _budget_marked(label: str, converged: Sequence, notes: dict[str, str]) -> str:
+    """``label`` with :data:`DAGGER` when one of the ``converged`` cells carries it (a run that hit
+    its epoch budget); the dagger's footnote goes into ``notes``."""
+    if any(DAGGER in str(cell) for cell in converged):
+        notes[DAGGER] = f"{DAGGER} a run of this row stopped at its epoch budget (not converged)"
+        return f"{label} {DAGGER}"
+    return label
+
+
 def _row_label(label: object, row: pd.Series, metric: str, notes: dict[str, str]) -> str:
     """A table row's short label with its marks; what the marks and shortening mean goes into ``notes``."""
     short, note = short_label(label)
@@ -64,10 +73,7 @@ def _row_label(label: object, row: pd.Series, metric: str, notes: dict[str, str]
     elif note:
         missing = "" if _finite(row.get(f"{metric} paper")) else " (no published value)"
         notes[short] = f"{short}: {note}{missing}"
-    if DAGGER in str(row.get("converged", "")):
-        notes[DAGGER] = f"{DAGGER} a run of this row stopped at its epoch budget (not converged)"
-        short += f" {DAGGER}"
-    return short
+    return _budget_marked(short, [row.get("converged", "")], notes)
 
 
 def table1_dots(tables: Mapping[str, pd.DataFrame], titles: Mapping[str, str] | None = None,
@@ -146,10 +152,7 @@ def size_accuracy(points: pd.DataFrame, paper: Mapping[str, Mapping], curves: Se
     notes: dict[str, str] = {}
 
     def marked(recipe: str, label: str) -> str:  # a dagger when a run behind the recipe hit its budget
-        if any(DAGGER in str(c) for c in points.loc[points["recipe"] == recipe].get("converged", [])):
-            notes[DAGGER] = f"{DAGGER} a run behind this label stopped at its epoch budget (not converged)"
-            return f"{label} {DAGGER}"
-        return label
+        return _budget_marked(label, points.loc[points["recipe"] == recipe].get("converged", []), notes)
 
     for recipe in curves:
         curve = points[points["recipe"] == recipe].sort_values("size")

@@ -32,8 +32,7 @@ import torch
 
 from ..datasets import KGDataset, load_dataset
 from ..profile import published
-from ..records import pick_device
-from ..records import existing_record
+from ..records import existing_record, pick_device
 from ..runner import RECORD, run, run_dir_for
 from ..tables import budget_hit, convergence_mark, marked_label
 from .config import DS_FIELDS, DistilEConfig
