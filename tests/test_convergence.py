@@ -74,6 +74,24 @@ def test_resumed_run_stops_where_the_uninterrupted_one_does(tmp_path, kinship):
     assert resumed["test"] == whole["test"] and resumed["stopped_epoch"] == whole["stopped_epoch"]
 
 
+def test_stop_at_time_stops_at_the_last_checkpoint_before_the_deadline(tmp_path, kinship, monkeypatch):
+    import types
+
+    import kgdistill.loop as loop
+
+    clock = iter(range(100))  # the loop reads the wall clock once at its start and once per checkpoint
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: float(next(clock)),
+                                                            perf_counter=loop.time.perf_counter))
+    config = QUICK.replace(max_epochs=10)
+    # checkpoints at t = 1, 2, 3, ...; each interval 1: at t = 2 one more would end at 3 > 2.5
+    part = run(config, runs_dir=tmp_path / "b", device="cpu", dataset=kinship, stop_at_time=2.5)
+    assert part == {"status": "interrupted", "epoch": 2}
+    clock = iter(range(100))
+    resumed = run(config, runs_dir=tmp_path / "b", device="cpu", dataset=kinship, stop_at_time=50.0)
+    whole = run(config, runs_dir=tmp_path / "a", device="cpu", dataset=kinship)
+    assert resumed["status"] == "complete" and resumed["test"] == whole["test"]
+
+
 def test_convergence_fields_at_their_default_leave_the_hash_unchanged():
     assert QUICK.replace(patience=0, min_delta=0.0).config_hash() == QUICK.config_hash()
     assert QUICK.replace(patience=5).config_hash() != QUICK.config_hash()

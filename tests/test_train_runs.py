@@ -119,6 +119,16 @@ def test_deadline_leaves_a_partial_run_that_resumes(script, smoke_plan, tmp_path
     assert f"resuming from epoch {checkpoint['epoch'] + 1}" in capsys.readouterr().out  # the user is told
 
 
+def test_a_fresh_run_with_time_to_spare_trains_in_one_go(script, smoke_plan, tmp_path, capsys):
+    name = smoke_run(smoke_plan, "ComplEx", 1).name
+    args = ["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", name, "--stop-after-minutes", "30"]
+    assert script.main(args, enforce_env=False) == 0
+    out = capsys.readouterr().out
+    # no stop at the first checkpoint for want of a known pace, and no reload from it
+    assert out.count("training ") == 1 and "stopped after" not in out and "resuming" not in out
+    assert "all runs done" in out and queue.state(tmp_path / name) == "done"
+
+
 def test_unknown_match_is_named(script, tmp_path):
     with pytest.raises(SystemExit, match="no run of profile smoke matches"):
         script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--match", "no-such-run"], enforce_env=False)

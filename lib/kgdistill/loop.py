@@ -170,6 +170,7 @@ def fit(
     force: bool = False,
     keep_checkpoint: bool = True,
     stop_after_epoch: int | None = None,
+    stop_at_time: float | None = None,
     test_subsets: dict[str, torch.Tensor | None] | None = None,
     extra_record: dict | None = None,
 ) -> dict:
@@ -177,7 +178,10 @@ def fit(
 
     ``force`` ignores an existing checkpoint. ``stop_after_epoch`` ends the run after that
     epoch's checkpoint (a process-like interruption, for resumption tests and time slices); the
-    returned dict is then ``{"status": "interrupted", "epoch": e}``. ``test_subsets`` maps a
+    returned dict is then ``{"status": "interrupted", "epoch": e}``. ``stop_at_time`` (a
+    ``time.time()`` value) ends it the same way at the first checkpoint after which one more
+    interval as long as the last one would pass that time (the run's own pace: no run stops before
+    its first checkpoint, and none is cut mid-interval). ``test_subsets`` maps a
     subset name to a test-triple mask (None: all); ``extra_record`` is merged into the record.
     """
     generator = torch.Generator().manual_seed(config.seed)
@@ -203,6 +207,7 @@ def fit(
     if device.type == "cuda":  # TF32 matmuls for tf32 (and bf16's fp32 parts), exact fp32 otherwise
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
+    interval_start = time.time()  # wall clock since the last checkpoint, for stop_at_time
     for epoch in range(first_epoch, config.max_epochs + 1):
         if plateau.reached:  # resumed from the checkpoint that reached it
             break
@@ -244,7 +249,10 @@ def fit(
             )
             if plateau.reached:
                 break
-            if stop_after_epoch is not None and stop_after_epoch <= epoch < config.max_epochs:
+            now = time.time()
+            interval, interval_start = now - interval_start, now
+            out_of_time = stop_at_time is not None and now + interval > stop_at_time
+            if epoch < config.max_epochs and (out_of_time or (stop_after_epoch is not None and stop_after_epoch <= epoch)):
                 bar.close()
                 return {"status": "interrupted", "epoch": epoch}
     bar.close()

@@ -5,7 +5,8 @@ Several processes may work on one runs folder at once (e.g. one per core, each w
 thread): a process marks the run it trains with ``train.lock`` (its host and pid) and the others
 skip it; a student waits while its frozen teacher is being trained elsewhere. A lock left by a
 killed process is taken over, and a killed run resumes from its last epoch checkpoint. With a
-deadline, a run trains whole epochs at its own pace and stops at the first checkpoint past it.
+deadline, a run trains whole validation intervals and stops at its last checkpoint before the
+deadline at its own pace (one interval more would pass it), then the process stops.
 
 A run's state (:func:`state`): ``done`` (finished record), ``training`` (a live process holds its
 lock), ``partial`` (a checkpoint or an unfinished record) or ``missing``.
@@ -138,10 +139,13 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
             if not try_lock(run_dir):
                 continue
             try:
-                if train_one(config, run_dir, runs_dir, device, show_progress, deadline):
-                    del pending[name]
+                finished = train_one(config, run_dir, runs_dir, device, show_progress, deadline)
             finally:
                 release(run_dir)
+            if not finished:  # stopped at its last checkpoint before the deadline
+                print(f"time is up; {len(pending)} runs left (run the same command again to go on)")
+                return False
+            del pending[name]
             progressed = True
             break
         if not progressed and pending:
@@ -155,34 +159,14 @@ def train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_p
     """Train (or resume) one locked run, up to the deadline; True when it finished."""
     start = time.time()
     print(f"training {config.run_name()} ...", flush=True)
-    # whole epochs only: stop at the first checkpoint past the deadline
-    stop = None if deadline is None else _epochs_within(run_dir, config, deadline)
-    record = run_config(config, runs_dir, device=device, show_progress=show_progress, stop_after_epoch=stop)
+    # whole validation intervals only: the run stops at its last checkpoint before the deadline
+    record = run_config(config, runs_dir, device=device, show_progress=show_progress, stop_at_time=deadline)
     if record.get("status") == "complete":
         mrr = record["test"][record["selected_model"]]["all"]["MRR"]
         print(f"  done in {(time.time() - start) / 60:.1f} min: test MRR {mrr:.4f}", flush=True)
         return True
-    # runs stop at their first checkpoint (validation epoch) at or after ``stop``
     print(f"  stopped after epoch {record['epoch']} ({(time.time() - start) / 60:.1f} min); it resumes next time")
     return False
-
-
-def _epochs_within(run_dir: Path, config: Config, deadline: float) -> int:
-    """The last epoch to train before ``deadline`` at the run's own pace (its slowest epoch so far,
-    validation included); one more epoch when there is no checkpoint or no timing yet."""
-    import torch
-
-    checkpoint = run_dir / CHECKPOINT
-    if not checkpoint.exists():
-        return 1
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    history = saved.get("history", [])
-    done = len(history)
-    per_epoch = max((h.get("seconds", 0) + h.get("valid_seconds", 0) for h in history), default=0) or None
-    if per_epoch is None:
-        return done + 1
-    more = int((deadline - time.time()) // per_epoch)
-    return min(config.max_epochs, done + max(1, more))
 
 
 # --- the whole command ------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def run(
     force: bool = False,
     keep_checkpoint: bool = True,
     stop_after_epoch: int | None = None,
+    stop_at_time: float | None = None,
     dataset: KGDataset | None = None,
     required_env: dict[str, str] | None = None,
 ) -> dict:
@@ -89,7 +90,8 @@ def run(
 
     ``force`` retrains even when a record exists. ``stop_after_epoch`` ends the run after that
     epoch's checkpoint (used for time slices and to test resumption); the returned dict then
-    has ``status: 'interrupted'``. A run with a teacher (KD, DistilE ``ds``) first obtains it
+    has ``status: 'interrupted'``; ``stop_at_time`` (a ``time.time()`` deadline) stops it at its
+    last checkpoint before that time at its own pace (:func:`kgdistill.loop.fit`). A run with a teacher (KD, DistilE ``ds``) first obtains it
     (trained here when missing).
     """
     config.validate()
@@ -113,7 +115,8 @@ def run(
     subsets, extra = _family_outputs(config, dataset, teacher_record)
     return fit(
         config, trainer, dataset, out, dev, show_progress=show_progress, force=force,
-        keep_checkpoint=keep_checkpoint, stop_after_epoch=stop_after_epoch, test_subsets=subsets, extra_record=extra,
+        keep_checkpoint=keep_checkpoint, stop_after_epoch=stop_after_epoch, stop_at_time=stop_at_time,
+        test_subsets=subsets, extra_record=extra,
     )
 
 
