@@ -369,6 +369,19 @@ def test_a_saved_table_round_trips_and_states_its_caption(demo_root):
     assert {ext: path.read_bytes() for ext, path in paths.items()} == first  # same table, same bytes
 
 
+def test_a_saved_table_with_row_levels_prints_one_label_per_row(demo_root):
+    import pandas as pd
+
+    index = pd.MultiIndex.from_tuples([("TransE", 8, "DS"), ("TransE", 8, "no-DS")], names=["model", "dim", "method"])
+    paths = save_table(pd.DataFrame({"MRR": [0.1, 0.2]}, index=index), "levels", "demo")
+    md, tex = paths["md"].read_text(), paths["tex"].read_text()
+    assert "('" not in md and "('" not in tex  # no Python tuples
+    assert " TransE / 8 / DS | 0.1000 |" in md and "model / dim / method |" in md
+    assert "TransE / 8 / no-DS & 0.2000" in tex
+    back = pd.read_csv(paths["csv"], index_col=[0, 1, 2])  # the CSV keeps the levels as columns
+    assert list(back.index.names) == ["model", "dim", "method"]
+
+
 def test_a_saved_figure_is_a_valid_png_and_pdf_with_its_footer(demo_root):
     import matplotlib.image
     import matplotlib.pyplot as plt

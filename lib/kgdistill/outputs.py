@@ -84,6 +84,17 @@ def source_note(shown: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return out, (f"* {note}." if note else "")
 
 
+def flat_labels(shown: pd.DataFrame) -> pd.DataFrame:
+    """``shown`` with a multi-level row index as one level: labels ``TransE / 64 / DS`` under the
+    name ``model / dim / method``, so Markdown and LaTeX print no Python tuples."""
+    if not isinstance(shown.index, pd.MultiIndex):
+        return shown
+    out = shown.copy()
+    out.index = pd.Index([" / ".join(str(v) for v in label) for label in shown.index],
+                         name=" / ".join(str(n) for n in shown.index.names if n is not None) or None)
+    return out
+
+
 def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str = "", note: str = "",
                root: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``<root>/tables/<name>.{csv,md,tex}`` atomically (root: :func:`output_root`); returns the paths.
@@ -92,13 +103,15 @@ def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str
     is appended below the Markdown table, followed by the footnote on rows that did not converge
     (:func:`kgdistill.tables.budget_note`: rows marked † hit their epoch budget), which also
     follows the LaTeX table. The CSV keeps every column; the Markdown and LaTeX versions move a
-    ``source`` column into a footnote (:func:`source_note`). The LaTeX version compiles with
+    ``source`` column into a footnote (:func:`source_note`) and print a multi-level row index as
+    one label per row (:func:`flat_labels`). The LaTeX version compiles with
     booktabs and graphicx (:func:`kgdistill.latex.latex_table`).
     """
     folder = output_root(profile, root) / "tables"
     paths = {ext: folder / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     atomic_write_bytes(paths["csv"], frame.to_csv(float_format="%.6g").encode())
     shown, quoted = source_note(formatted(frame))
+    shown = flat_labels(shown)
     md = shown.to_markdown(stralign="right", disable_numparse=True)
     footnote = budget_note(frame)
     parts = [part for part in (quoted, note, footnote) if part]
