@@ -171,6 +171,9 @@ def test_the_figure_has_one_panel_per_benchmark(tiny):
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["Nations"] and axes[0].get_xscale() == "log"
     assert len(axes[0].get_legend().get_texts()) >= 8
+    # the sources are hollow and on top (a rank-100 source sits at the rank-1000 rows' size)
+    hollow = [line for line in axes[0].get_lines() if line.get_markerfacecolor() == "none" and line.get_xdata().size]
+    assert hollow and all(line.get_zorder() > 2 for line in hollow)
 
 
 # --- the profile section and the plan -----------------------------------------------------------------

@@ -44,6 +44,8 @@ POST_HOC_VERSION = 1
 MEASURED = ("size", "bytes", "valid MRR", "MRR", "H@1", "H@10", "MRR official-dense", "parameters read (official-dense)")
 #: methods whose selected model is the pruned source (stored sparse; official-dense evaluation in the record)
 PRUNED_METHODS = ("metasd", "metasd_wo_m", "prune_finetune")
+#: the equal-size figure's source points: hollow, larger, drawn over the rows at their size
+SOURCE_STYLE = {"markersize": 9, "markerfacecolor": "none", "markeredgewidth": 1.6, "zorder": 4}
 
 
 def benchmark_sizes(names: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -315,7 +317,8 @@ class EqualSize:
         """Test MRR against non-zero parameters (log x), one panel per benchmark: the source (full
         size) and every equal-size row, mean over seeds with ± std error bars; colour = row,
         marker = source rank. The equal-size rows of one source rank share their x, so they are
-        spread over ±15% of it to keep their bars apart. The quantized rows (compared by bytes,
+        spread over ±15% of it to keep their bars apart. Sources are hollow, larger and on top:
+        a rank-100 source sits at the size of the rank-1000 equal-size rows. The quantized rows (compared by bytes,
         at the source's parameter count) are left to the tables."""
         import matplotlib.pyplot as plt
         from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
@@ -337,7 +340,8 @@ class EqualSize:
                         continue
                     std = part["MRR"].std(ddof=1) if len(part) > 1 else 0.0
                     _ = ax.errorbar(part["size"].mean() * spread, part["MRR"].mean(), yerr=std, marker=markers[j % 5],
-                                    color=colors(i % 10), linestyle="none", capsize=2, markersize=5)
+                                    color=colors(i % 10), linestyle="none", capsize=2,
+                                    **(SOURCE_STYLE if label == SOURCE else {"markersize": 5}))
                     drawn.add(label)
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
@@ -347,7 +351,8 @@ class EqualSize:
         # one legend for every row drawn in any panel (a row may exist in one panel only)
         for i, label in enumerate(rows):
             if label in drawn:
-                _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none", label=label)
+                style = {k: v for k, v in SOURCE_STYLE.items() if k != "zorder"} if label == SOURCE else {}
+                _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none", label=label, **style)
         for j, rank in enumerate(ranks):
             _ = axes[0][-1].plot([], [], marker=markers[j % 5], color="0.3", linestyle="none", label=f"source rank {rank}")
         _ = axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
