@@ -302,6 +302,28 @@ def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
     assert sum(used == ["Figure 2"] for used in users.values()) == 2  # the dim-16 teacher and its student
     assert planned_runs({**section, "grid": {"alpha": [0.3, 0.7]}}) == []  # a grid decides by training
 
+    # the smallest students' curves: one panel per backbone with both records, read from their histories
+    from kgdistill.distile.curves import curves_figure, curves_summary
+
+    panels = study.pair_curves("WN18RR")
+    assert list(panels) == ["TransE"]
+    frame, switch = panels["TransE"]
+    _, plain = study.plain("WN18RR", "TransE", 4)
+    assert switch == 1 and list(frame.index) == [1, 2]
+    assert frame["no-DS"].tolist() == [h["valid"]["model"]["MRR"] for h in plain["history"]]
+    summary = curves_summary(panels).loc["TransE"]
+    assert summary["DS best"] == frame["DS"].max() and summary["no-DS at epoch"] == frame["no-DS"].idxmax()
+    assert summary["DS − no-DS"] == summary["DS best"] - summary["no-DS best"] and summary["DS last epoch"] == 2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = curves_figure(panels)
+    (ax,) = fig.axes
+    assert ax.get_title() == "TransE" and [line.get_label() for line in ax.get_lines()[:2]] == ["no-DS", "DS"]
+    assert ax.get_lines()[2].get_xdata()[0] == 1.5  # the stage switch after epoch 1
+    with pytest.raises(ValueError, match="no panel"):
+        curves_figure({})
+
 
 def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
     """link_prediction_table / ablation_table / timing_table map the profile's dims to the paper's
@@ -398,6 +420,7 @@ def test_train_missing_false_reads_records_and_marks_the_rest_not_trained(nation
     study.ablation(), study.teacher_dimensions()
     frame, switch = study.curves_frame()
     assert frame.empty and switch == 1  # the DS config is known (its teacher is), its record is not
+    assert study.pair_curves("WN18RR") == {}  # no backbone has both students
     assert sorted(study.not_trained) == sorted(c.run_name() for c in planned[1:])
     assert str(len(planned) - 1) in study.missing_runs() and study.records == {teacher.run_name(): trained}
     grid = study.teacher_dimension_grid()

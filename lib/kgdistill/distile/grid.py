@@ -209,16 +209,22 @@ class DistilEStudy:
                              "budget_hit": bool(record) and budget_hit(record)})
         return rows
 
-    def curves(self) -> dict[str, list[dict]]:
-        """Figure 3: per-evaluation validation MRR of a student with ('DS') and without ('no-DS')
-        teacher (an empty list for a run without a record)."""
-        spec = self.section["figure3"]
-        extra = {"eval_every": spec.get("eval_every", 1)}
-        _, plain = self.plain(spec["dataset"], spec["model"], spec["dim"], **extra)
-        config, ds = self.distilled(spec["dataset"], spec["model"], spec["dim"], **extra)
+    def curves(self, paper_dataset: str | None = None, model: str | None = None,
+               dim: int | None = None) -> dict[str, list[dict]]:
+        """Per-evaluation validation MRR of a student with ('DS') and without ('no-DS') teacher (an
+        empty list for a run without a record) and ``switch_epoch``, the last epoch of stage 1.
+        Default: Figure 3's student (the ``figure3`` spec, its own ``eval_every``); else the
+        Table 3/4 runs of ``model`` at ``dim`` on ``paper_dataset``."""
+        extra = {}
+        if paper_dataset is None:
+            spec = self.section["figure3"]
+            paper_dataset, model, dim = spec["dataset"], spec["model"], spec["dim"]
+            extra = {"eval_every": spec.get("eval_every", 1)}
+        _, plain = self.plain(paper_dataset, model, dim, **extra)
+        config, ds = self.distilled(paper_dataset, model, dim, **extra)
         out = {}
-        for name, record, model in (("no-DS", plain, "model"), ("DS", ds, "student")):
-            out[name] = [{"epoch": h["epoch"], "stage": h["stage"], "MRR": h["valid"][model]["MRR"]}
+        for name, record, scorer in (("no-DS", plain, "model"), ("DS", ds, "student")):
+            out[name] = [{"epoch": h["epoch"], "stage": h["stage"], "MRR": h["valid"][scorer]["MRR"]}
                          for h in (record or {}).get("history", []) if "valid" in h]
         out["switch_epoch"] = config.stage1_epochs if config else None
         return out
@@ -319,15 +325,23 @@ class DistilEStudy:
         grid.index.name = "teacher_dim"
         return grid[sorted(grid.columns, reverse=True)]
 
-    def curves_frame(self) -> tuple[pd.DataFrame, int]:
-        """Figure 3 (:meth:`curves`): validation MRR by epoch (rows) of the ``no-DS`` and ``DS``
-        students (columns), and the last epoch of stage 1."""
-        curves = self.curves()
-        frame = pd.DataFrame({name: {p["epoch"]: p["MRR"] for p in curves[name]} for name in ("no-DS", "DS")})
+    def curves_frame(self, paper_dataset: str | None = None, model: str | None = None,
+                     dim: int | None = None) -> tuple[pd.DataFrame, int | None]:
+        """:meth:`curves` as a frame: validation MRR by epoch (rows) of the ``no-DS`` and ``DS``
+        students (columns; NaN where a run has no evaluation or no record), and the switch epoch."""
+        curves = self.curves(paper_dataset, model, dim)
+        frame = pd.DataFrame({name: pd.Series({p["epoch"]: p["MRR"] for p in curves[name]}, dtype=float)
+                              for name in ("no-DS", "DS")})
         frame.index.name = "epoch"
-        return frame, curves["switch_epoch"]
+        return frame.sort_index(), curves["switch_epoch"]
 
-
+    def pair_curves(self, paper_dataset: str, dim: int | None = None) -> dict[str, tuple[pd.DataFrame, int | None]]:
+        """``{model: curves_frame}`` of the Table 3/4 no-DS and DS students of ``dim`` (default: the
+        smallest student dim), for the models whose two runs both have a record."""
+        dim = dim or min(self.section["student_dims"])
+        panels = {model: self.curves_frame(paper_dataset, model, dim) for model in self.section["models"]}
+        return {model: (frame, switch) for model, (frame, switch) in panels.items()
+                if frame["no-DS"].notna().any() and frame["DS"].notna().any()}
 
 def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, student_dims=None,
             teacher_dim: int | None = None) -> pd.DataFrame:
