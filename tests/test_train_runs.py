@@ -117,6 +117,8 @@ def test_deadline_leaves_a_partial_run_that_resumes(script, smoke_plan, tmp_path
     assert script.main(args, enforce_env=False) == 0  # resumes from the checkpoint and finishes
     assert queue.state(tmp_path / name) == "done"
     assert f"resuming from epoch {checkpoint['epoch'] + 1}" in capsys.readouterr().out  # the user is told
+    assert script.main(args + ["--stop-after-minutes", "0"], enforce_env=False) == 0
+    assert "time is up; 0 runs left" in capsys.readouterr().out  # a finished run is not counted as left
 
 
 def test_a_fresh_run_with_time_to_spare_trains_in_one_go(script, smoke_plan, tmp_path, capsys):

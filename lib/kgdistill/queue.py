@@ -125,8 +125,7 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
     pending = {run.name: run.config for run in runs}  # in order
     while pending:
         if deadline is not None and time.time() > deadline:
-            print(f"time is up; {len(pending)} runs left (run the same command again to go on)")
-            return False
+            return _time_is_up(pending, runs_dir)
         progressed = False
         for name, config in list(pending.items()):
             run_dir = run_dir_for(config, runs_dir)
@@ -143,8 +142,7 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
             finally:
                 release(run_dir)
             if not finished:  # stopped at its last checkpoint before the deadline
-                print(f"time is up; {len(pending)} runs left (run the same command again to go on)")
-                return False
+                return _time_is_up(pending, runs_dir)
             del pending[name]
             progressed = True
             break
@@ -152,6 +150,13 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
             time.sleep(POLL_SECONDS)  # everything left is being trained (or waits for a teacher) elsewhere
     print("all runs done")
     return True
+
+
+def _time_is_up(pending: dict[str, Config], runs_dir: Path) -> bool:
+    """Say how many runs are left (finished elsewhere meanwhile: not counted); False for train()."""
+    left = sum(state(run_dir_for(config, runs_dir)) != "done" for config in pending.values())
+    print(f"time is up; {left} runs left (run the same command again to go on)")
+    return False
 
 
 def train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_progress: bool,
