@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the profile's device)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the profile's, else torch's)")
     parser.add_argument("--stop-after-minutes", type=float, default=None,
-                        help="start no new run after this; the run in progress stops at its last validation checkpoint before it, at its own pace (it resumes next call)")
+                        help="start no new run after this; the run in progress stops at its last validation "
+                             "checkpoint before it, at its own pace (it resumes next call)")
     parser.add_argument("--show-progress", action="store_true")
     parser.add_argument("--launcher", choices=("queue", "submitit"), default="queue",
                         help="queue: train here, in order; submitit: one job per run (Slurm, with the profile's "

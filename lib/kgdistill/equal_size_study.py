@@ -318,8 +318,8 @@ class EqualSize:
         size) and every equal-size row, mean over seeds with ± std error bars; colour = row,
         marker = source rank. The equal-size rows of one source rank share their x, so they are
         spread over ±15% of it to keep their bars apart. Sources are hollow, larger and on top:
-        a rank-100 source sits at the size of the rank-1000 equal-size rows. The quantized rows (compared by bytes,
-        at the source's parameter count) are left to the tables."""
+        a rank-100 source sits at the size of the rank-1000 equal-size rows. The quantized rows
+        (compared by bytes, at the source's parameter count) are left to the tables."""
         import matplotlib.pyplot as plt
         from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
@@ -351,7 +351,7 @@ class EqualSize:
         # one legend for every row drawn in any panel (a row may exist in one panel only)
         for i, label in enumerate(rows):
             if label in drawn:
-                style = {k: v for k, v in SOURCE_STYLE.items() if k != "zorder"} if label == SOURCE else {}
+                style = SOURCE_STYLE if label == SOURCE else {}
                 _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none", label=label, **style)
         for j, rank in enumerate(ranks):
             _ = axes[0][-1].plot([], [], marker=markers[j % 5], color="0.3", linestyle="none", label=f"source rank {rank}")

@@ -252,7 +252,8 @@ def fit(
             now = time.time()
             interval, interval_start = now - interval_start, now
             out_of_time = stop_at_time is not None and now + interval > stop_at_time
-            if epoch < config.max_epochs and (out_of_time or (stop_after_epoch is not None and stop_after_epoch <= epoch)):
+            asked = stop_after_epoch is not None and stop_after_epoch <= epoch
+            if epoch < config.max_epochs and (out_of_time or asked):
                 bar.close()
                 return {"status": "interrupted", "epoch": epoch}
     bar.close()

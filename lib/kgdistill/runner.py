@@ -91,8 +91,8 @@ def run(
     ``force`` retrains even when a record exists. ``stop_after_epoch`` ends the run after that
     epoch's checkpoint (used for time slices and to test resumption); the returned dict then
     has ``status: 'interrupted'``; ``stop_at_time`` (a ``time.time()`` deadline) stops it at its
-    last checkpoint before that time at its own pace (:func:`kgdistill.loop.fit`). A run with a teacher (KD, DistilE ``ds``) first obtains it
-    (trained here when missing).
+    last checkpoint before that time at its own pace (:func:`kgdistill.loop.fit`). A run with a
+    teacher (KD, DistilE ``ds``) first obtains it (trained here when missing).
     """
     config.validate()
     out = run_dir_for(config, runs_dir)

@@ -343,6 +343,7 @@ class DistilEStudy:
         return {model: (frame, switch) for model, (frame, switch) in panels.items()
                 if frame["no-DS"].notna().any() and frame["DS"].notna().any()}
 
+
 def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, student_dims=None,
             teacher_dim: int | None = None) -> pd.DataFrame:
     """Measured rows beside the paper's: columns ``<m>`` and ``<m> paper`` per metric.
