@@ -86,6 +86,34 @@ def test_score_tails_tail_and_head_queries_equal_scoring_corrupted_triples(name)
             assert torch.allclose(scores[row], want, atol=1e-4), (name, rel)
 
 
+def test_rotate_gradient_is_finite_where_a_triple_fits_exactly():
+    # A self-loop (h, r, h) under a zero phase has h∘r − h = 0 exactly: the run that diverged on
+    # WN18RR (RotatE d16, epoch 176) met this through a phase small enough to round to it.
+    model = _model("RotatE")
+    with torch.no_grad():
+        model.relation[1].zero_()
+    h, r = torch.tensor([4, 4]), torch.tensor([1, 2])
+    score = model.score(h, r, h)
+    assert float(score[0]) == model.gamma
+    score.sum().backward()
+    assert torch.isfinite(model.entity.grad).all() and torch.isfinite(model.relation.grad).all()
+    assert float(model.relation.grad[1].abs().sum()) == 0.0  # the subgradient at the optimum is 0
+
+
+def test_rotate_gradient_elsewhere_is_torch_sqrt_bit_for_bit():
+    # committed RotatE records were trained with torch.sqrt: the safe modulus must not change them
+    model = _model("RotatE")
+    h, r, t = torch.tensor([0, 5, 12, 7]), torch.tensor([0, 2, 1, 2]), torch.tensor([1, 6, 3, 0])
+    model.score(h, r, t).sum().backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    (hr, hi), (tr, ti) = model._split(model.entity[h]), model._split(model.entity[t])
+    cr, ci = model._rotation(r)
+    (model.gamma - torch.sqrt((hr * cr - hi * ci - tr) ** 2 + (hr * ci + hi * cr - ti) ** 2).sum(-1)).sum().backward()
+    for mine, reference in zip(got, (p.grad for p in model.parameters()), strict=True):
+        assert torch.equal(mine, reference)
+
+
 def test_parameter_counts_reproduce_table5():
     n, r = 40943, 11  # WN18RR
     expected = {"TransE": 2621056, "TransH": 2621760, "ComplEx": 5242112, "RotatE": 5241408}

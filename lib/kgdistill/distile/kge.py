@@ -204,6 +204,26 @@ class ComplEx(KGEModel):
         return torch.cat([q_re, -q_im], -1) @ self.entity.T
 
 
+class _Modulus(torch.autograd.Function):
+    """``sqrt(x)`` with gradient 0 where ``x == 0`` (torch.norm's subgradient, as in RotatE's code).
+
+    ``torch.sqrt``'s gradient there is inf, and inf·0 makes the squares' gradient NaN: a RotatE run
+    on WN18RR diverged once a relation phase became so small that ``h∘r − t`` of a self-loop
+    triple rounded to exactly 0. Elsewhere forward and backward are torch.sqrt's, bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        result = torch.sqrt(x)
+        ctx.save_for_backward(result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (result,) = ctx.saved_tensors
+        return (grad / (2 * result)).masked_fill_(result == 0, 0)  # torch.sqrt's formula, then the zeros
+
+
 class RotatE(KGEModel):
     """RotatE (Sun et al. 2019): ``γ − Σ_i |h_i e^{iθ_i} − t_i|``, complex dimension ``dim``.
 
@@ -230,7 +250,7 @@ class RotatE(KGEModel):
     def score(self, h, r, t):
         (hr, hi), (tr, ti) = self._split(self.entity[h]), self._split(self.entity[t])
         cr, ci = self._rotation(r)
-        dist = torch.sqrt((hr * cr - hi * ci - tr) ** 2 + (hr * ci + hi * cr - ti) ** 2).sum(-1)
+        dist = _Modulus.apply((hr * cr - hi * ci - tr) ** 2 + (hr * ci + hi * cr - ti) ** 2).sum(-1)
         return self.gamma - dist
 
     def _distance_to_all(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
