@@ -110,3 +110,20 @@ def test_every_committed_record_is_found_by_its_unchanged_hash(profile):
         assert isinstance(config, DistilEConfig if record["run_name"].startswith("distile-") else RunConfig)
         assert config.run_name() == record["run_name"] == path.parent.name
         assert math.isfinite(record["test"][record["selected_model"]]["all"]["MRR"])
+
+
+def test_a_diverged_run_names_its_own_fields_and_keeps_its_checkpoint(tmp_path, kinship, monkeypatch):
+    from kgdistill.distile.trainer import DistilETrainer
+
+    real = DistilETrainer.train_epoch
+
+    def epoch_3_diverges(self, epoch, generator):
+        fields = real(self, epoch, generator)
+        return {**fields, "loss": {"loss": math.nan}} if epoch == 3 else fields
+
+    monkeypatch.setattr(DistilETrainer, "train_epoch", epoch_3_diverges)
+    config = DistilEConfig(dataset="Kinship", model="TransE", dim=4, max_epochs=5, eval_every=2)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 3") as err:
+        run(config, runs_dir=tmp_path, device="cpu", dataset=kinship)
+    assert "lower learning_rate" in str(err.value) and "init_scale" not in str(err.value)  # DistilE has neither
+    assert (tmp_path / config.run_name() / "checkpoint.pt").exists()  # epoch 2's: a retry resumes from it

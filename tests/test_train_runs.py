@@ -182,3 +182,23 @@ def test_training_is_refused_when_the_profiles_env_is_not_in_force(script, smoke
     err = capsys.readouterr().err
     assert "NumericEnvironmentError" in err and "MKL_CBWR='AUTO'" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_diverged_run_is_skipped_the_others_train_and_the_end_names_it(smoke_plan, tmp_path, monkeypatch, capsys):
+    first, second = smoke_run(smoke_plan, "CP", 0), smoke_run(smoke_plan, "DML", 0)
+    trained = []
+
+    def fake_train_one(config, run_dir, *args):
+        assert (run_dir / queue.LOCK).exists()
+        trained.append(config.run_name())
+        if config.run_name() == first.name:
+            raise FloatingPointError(f"run {first.name} diverged in epoch 7")
+        return True
+
+    monkeypatch.setattr(queue, "train_one", fake_train_one)
+    with pytest.raises(queue.RunsDiverged, match=f"1 run\\(s\\) diverged .*{first.name} diverged in epoch 7"):
+        queue.train([first, second], tmp_path, device="cpu")
+    assert trained == [first.name, second.name]  # the second trained after the first diverged
+    out = capsys.readouterr().out
+    assert "diverged, skipped" in out and "all runs done" not in out
+    assert not (tmp_path / first.name / queue.LOCK).exists()  # released for the next attempt

@@ -217,9 +217,11 @@ def fit(
         entry = {"epoch": epoch, "seconds": time.perf_counter() - t0, **fields}
         if not all(math.isfinite(v) for v in entry["loss"].values()):
             bar.close()
+            fixes = [fix for field, fix in (("learning_rate", "lower learning_rate"), ("init_scale", "init_scale"),
+                                             ("reg_weight", "raise reg_weight")) if hasattr(config, field)]
             raise FloatingPointError(
                 f"run {config.run_name()} diverged in epoch {epoch} (mean losses {entry['loss']}); no record was "
-                f"written. Lower learning_rate or init_scale, or raise reg_weight, and run again."
+                f"written (its last checkpoint stays). To change it: {' or '.join(fixes)}, and run again."
             )
         bar.update(1)
         history.append(entry)

@@ -6,7 +6,9 @@ thread): a process marks the run it trains with ``train.lock`` (its host and pid
 skip it; a student waits while its frozen teacher is being trained elsewhere. A lock left by a
 killed process is taken over, and a killed run resumes from its last epoch checkpoint. With a
 deadline, a run trains whole validation intervals and stops at its last checkpoint before the
-deadline at its own pace (one interval more would pass it), then the process stops.
+deadline at its own pace (one interval more would pass it), then the process stops. A run that
+diverges (non-finite loss) is reported and left as it is; the queue goes on with the others and
+then raises :class:`RunsDiverged` naming it, so one bad run does not idle a core for the night.
 
 A run's state (:func:`state`): ``done`` (finished record), ``training`` (a live process holds its
 lock), ``partial`` (a checkpoint or an unfinished record) or ``missing``.
@@ -34,6 +36,10 @@ POLL_SECONDS = 30
 
 class NoMatchingRun(LookupError):
     """``--match`` left no run of the profile."""
+
+
+class RunsDiverged(FloatingPointError):
+    """Runs of the queue that diverged; the others were trained."""
 
 
 # --- locks and states -------------------------------------------------------------------------------
@@ -120,12 +126,14 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
           stop_after_minutes: float | None = None) -> bool:
     """Train every run of ``runs`` not done yet, in order, sharing ``runs_dir`` with other
     processes through locks; True when all are done, False when the deadline
-    (``stop_after_minutes`` from now) came first. Prints what it does."""
+    (``stop_after_minutes`` from now) came first. Prints what it does. Raises
+    :class:`RunsDiverged` at the end when runs diverged (each is skipped when it happens)."""
     deadline = None if stop_after_minutes is None else time.time() + 60 * stop_after_minutes
     pending = {run.name: run.config for run in runs}  # in order
+    diverged: dict[str, str] = {}
     while pending:
         if deadline is not None and time.time() > deadline:
-            return _time_is_up(pending, runs_dir)
+            return _time_is_up(pending, runs_dir, diverged)
         progressed = False
         for name, config in list(pending.items()):
             run_dir = run_dir_for(config, runs_dir)
@@ -139,23 +147,36 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
                 continue
             try:
                 finished = train_one(config, run_dir, runs_dir, device, show_progress, deadline)
+            except FloatingPointError as err:  # divergence is this run's own: the others go on
+                print(f"  diverged, skipped: {err}", flush=True)
+                diverged[name] = str(err)
+                finished = True
             finally:
                 release(run_dir)
             if not finished:  # stopped at its last checkpoint before the deadline
-                return _time_is_up(pending, runs_dir)
+                return _time_is_up(pending, runs_dir, diverged)
             del pending[name]
             progressed = True
             break
         if not progressed and pending:
             time.sleep(POLL_SECONDS)  # everything left is being trained (or waits for a teacher) elsewhere
+    if diverged:
+        raise RunsDiverged(_diverged_message(diverged))
     print("all runs done")
     return True
 
 
-def _time_is_up(pending: dict[str, Config], runs_dir: Path) -> bool:
-    """Say how many runs are left (finished elsewhere meanwhile: not counted); False for train()."""
+def _diverged_message(diverged: dict[str, str]) -> str:
+    return f"{len(diverged)} run(s) diverged (the others were trained): " + "; ".join(diverged.values())
+
+
+def _time_is_up(pending: dict[str, Config], runs_dir: Path, diverged: dict[str, str]) -> bool:
+    """Say how many runs are left (finished elsewhere meanwhile: not counted); False for train(),
+    or :class:`RunsDiverged` when runs diverged before."""
     left = sum(state(run_dir_for(config, runs_dir)) != "done" for config in pending.values())
     print(f"time is up; {left} runs left (run the same command again to go on)")
+    if diverged:
+        raise RunsDiverged(_diverged_message(diverged))
     return False
 
 
