@@ -475,7 +475,8 @@ def test_timing_ranks_the_profiles_first_triples(nations):
 
 
 def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
-    from kgdistill.distile.grid import NOT_TRAINED, compare, ds_gains
+    from kgdistill.distile.claims import ds_gains, ds_verdict
+    from kgdistill.distile.grid import NOT_TRAINED, compare
 
     rows = [{"model": "TransE", "dim": 8, "method": "no-DS", "MRR": 0.10, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
             {"model": "TransE", "dim": 8, "method": "DS", "MRR": 0.04, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
@@ -487,3 +488,18 @@ def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
     assert gains.loc[("TransE", 8), "DS − no-DS"] == pytest.approx(-0.06)
     assert gains.loc[("TransE", 8), "paper"] == pytest.approx(0.049) and gains.loc[("TransE", 8), "converged"] == "yes"
     assert math.isnan(gains.loc[("TransE", 16), "DS − no-DS"]) and NOT_TRAINED in gains.loc[("TransE", 16), "converged"]
+    assert ds_verdict(gains) == ("DS is above no-DS in 0 of 1 pair measured, below in 1; the paper: above in 1 of "
+                                 "these 1. Every measured pair converged. 1 pair is not trained yet.")
+
+
+def test_ds_verdict_names_the_pairs_above_and_counts_the_unconverged():
+    import pandas as pd
+
+    from kgdistill.distile.claims import ds_verdict
+
+    gains = pd.DataFrame(
+        {"model": ["TransE", "ComplEx", "ComplEx"], "dim": [8, 8, 16], "DS − no-DS": [-0.05, 0.02, 0.01],
+         "paper": [0.05, 0.09, -0.01], "converged": ["yes", "yes", "no †"]}).set_index(["model", "dim"])
+    assert ds_verdict(gains) == ("DS is above no-DS in 2 of 3 pairs measured (ComplEx 8, ComplEx 16), below in 1; "
+                                 "the paper: above in 2 of these 3. 1 of them hit an epoch budget: not results.")
+    assert ds_verdict(gains.assign(**{"DS − no-DS": float("nan")})) == "No pair has both runs trained yet (3 pairs planned)."

@@ -3,7 +3,8 @@
 One idea per module: ``kge`` (TransE/TransH/ComplEx/RotatE with negative sampling scorers),
 ``sampling`` (corrupted triples), ``losses`` (hard/soft label losses of Table 1), ``config``
 (:class:`DistilEConfig`), ``trainer`` (:class:`DistilETrainer`, two-stage distillation),
-``timing`` (Table 5 inference timing), ``experiments`` (profile-driven grids for the notebook).
+``timing`` (Table 5 inference timing), ``claims`` (DS − no-DS per pair, and its verdict),
+``experiments`` (profile-driven grids for the notebook).
 Runs go through :func:`kgdistill.runner.run` like every other run of the study.
 """
 from .config import ABLATIONS, DistilEConfig

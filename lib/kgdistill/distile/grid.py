@@ -35,6 +35,7 @@ from ..profile import published
 from ..records import existing_record, pick_device
 from ..runner import RECORD, run, run_dir_for
 from ..tables import budget_hit, convergence_mark, marked_label
+from .claims import ds_gains
 from .config import DS_FIELDS, DistilEConfig
 from .timing import all_triples, inference_table
 
@@ -366,24 +367,6 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
             entry[f"{m} paper"] = published_row.get(m, float("nan"))
         out.append(entry)
     return pd.DataFrame(out).set_index(["model", "dim", "method"])
-
-
-def ds_gains(table: pd.DataFrame, metric: str = "MRR") -> pd.DataFrame:
-    """DS minus no-DS per (model, student dim) of a link-prediction table (:func:`compare`):
-    columns ``DS − no-DS`` (measured; NaN while either run is untrained), ``paper`` (the
-    published difference) and ``converged`` (both runs' marks, ``"yes"`` when both stopped by
-    the convergence rule)."""
-    frame = table.reset_index()
-    lines = []
-    for (model, dim), group in frame[frame["method"].isin(["DS", "no-DS"])].groupby(["model", "dim"], sort=False):
-        by = group.set_index("method")
-        if not {"DS", "no-DS"} <= set(by.index):
-            continue
-        marks = {str(by.loc[m, "converged"]) for m in ("DS", "no-DS")} if "converged" in by else {"-"}
-        lines.append({"model": model, "dim": dim, "DS − no-DS": by.loc["DS", metric] - by.loc["no-DS", metric],
-                      "paper": by.loc["DS", f"{metric} paper"] - by.loc["no-DS", f"{metric} paper"],
-                      "converged": "yes" if marks == {"yes"} else " / ".join(sorted(marks))})
-    return pd.DataFrame(lines).set_index(["model", "dim"])
 
 
 def _row(model: str, dim: int, method: str, record: dict | None) -> dict:
