@@ -74,24 +74,28 @@ def main(argv: list[str] | None = None) -> int:
                     model.score(negatives[..., 0], negatives[..., 1], negatives[..., 2]))
 
     rows, records = [], []
+
+    def trained_model(config, label: str):
+        """The run's selected model, or None (said) when this machine has no weights of it."""
+        if not trained_here(config):
+            print(f"{config.model} {config.dim} {label}: not trained here ({config.run_name()})")
+            return None
+        model, record = load_best(config, runs_dir, dataset, retrain_missing=False)
+        records.append(record)
+        return model
+
     for name in args.models:
         mine = [c for c in configs if c.model == name]
         teacher = next((c for c in mine if c.method == "plain" and c.dim == profile["distile"]["teacher_dim"]), None)
-        if teacher is None:
+        teacher_model = trained_model(teacher, "teacher") if teacher is not None else None
+        if teacher_model is None:
             continue
-        if not trained_here(teacher):
-            print(f"{name}: no teacher weights here ({teacher.run_name()}); train it first")
-            continue
-        teacher_model, record = load_best(teacher, runs_dir, dataset, retrain_missing=False)
-        records.append(record)
         t_pos, t_neg = scores(teacher_model)
         for config in sorted(mine, key=lambda c: (-c.dim, c.method != "plain")):
             label = "teacher" if config is teacher else ("no-DS" if config.method == "plain" else "DS")
-            if not trained_here(config):
-                print(f"{name} {config.dim} {label}: not trained here ({config.run_name()})")
+            model = teacher_model if config is teacher else trained_model(config, label)
+            if model is None:
                 continue
-            model, record = load_best(config, runs_dir, dataset, retrain_missing=False)
-            records.append(record)
             pos, neg = scores(model)
             gap = torch.cat([(t_pos - pos).abs().unsqueeze(1), (t_neg - neg).abs()], 1).mean()
             rows.append({"model": name, "dim": config.dim, "run": label, "positives": float(pos.mean()),
