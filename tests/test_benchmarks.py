@@ -35,7 +35,7 @@ OWN = {
 #: benchmarks of a profile's runs, not of one dataset and backbone (no --dataset / --model)
 PER_PROFILE = {"gpu_estimate"}
 #: benchmarks of the DistilE backbones (their own --model choices, no RunConfig fields)
-DISTILE = {"distile_ranking"}
+DISTILE = {"distile_ranking", "distile_adam"}
 CHOICES = {"model": sorted(BACKBONES), "dataset": sorted(ARCHIVES), "regularizer": sorted(REGULARIZERS),
            "tie_policy": list(TIE_POLICIES)}
 #: the smallest settings that still print every figure: (arguments, what the output must hold)
@@ -54,6 +54,9 @@ TINY = {
     "gpu_estimate": (["--profile", "gpu"], ["MetaSD", "max_run_minutes"]),
     "distile_ranking": (["--dataset", "UMLS", "--dims", "8", "--queries", "300", "--batch-size", "128", "--threads", "1",
                          "--device", "cpu"], ["identical scores: True", "blocked_over_one_block_speedup"]),
+    "distile_adam": (["--dataset", "UMLS", "--dim", "4", "--teacher-dim", "8", "--batch-size", "64", "--negatives", "4",
+                      "--steps", "2", "--threads", "1", "--device", "cpu"],
+                     ["bit for bit equal: True", "foreach_over_default_speedup"]),
 }
 
 

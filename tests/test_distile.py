@@ -193,6 +193,31 @@ def test_stage1_freezes_teacher_and_stage2_trains_it(kinship, model):
     assert not all(torch.equal(before_t[k], v) for k, v in teacher.state_dict().items())
 
 
+def test_foreach_adam_steps_bit_for_bit_as_the_default_and_survives_an_old_checkpoint(kinship):
+    """foreach Adam (speed) must not change a single bit: committed records were trained with the default."""
+    _, cfg = _cfgs(model="RotatE")
+    torch.manual_seed(1)
+    trained = build_kge("RotatE", kinship.n_entities, kinship.n_relations, 16, margin=cfg.margin).state_dict()
+    pos = kinship.train[:256]
+    neg = corrupt(pos, cfg.negatives, kinship.n_entities, torch.Generator().manual_seed(0))
+    trainers = [_Trainer(cfg, kinship, torch.device("cpu"), trained) for _ in range(2)]
+    old_style = trainers[0].state_dict()  # as checkpoints written before foreach stored it
+    for opt_state in old_style["optimizers"].values():
+        for group in opt_state["param_groups"]:
+            group["foreach"] = None
+    for optimizer in trainers[1].optimizers.values():
+        for group in optimizer.param_groups:
+            group["foreach"] = False  # torch's CPU default: one tensor at a time
+    trainers[0].load_state_dict(old_style)
+    assert all(g["foreach"] is True for o in trainers[0].optimizers.values() for g in o.param_groups)
+    for trainer in trainers:
+        trainer.modules["teacher"].requires_grad_(True)
+        for _ in range(3):
+            trainer.step(pos, neg, stage=2)
+    fast, default = ([p for m in t.modules.values() for p in m.parameters()] for t in trainers)
+    assert all(torch.equal(a, b) for a, b in zip(fast, default))
+
+
 def test_ablations_switch_exactly_the_stages(kinship, runs_dir):
     teacher_cfg, ds = _cfgs()
     assert [ds.stage(e) for e in range(1, 5)] == [1, 1, 2, 2]

@@ -55,7 +55,12 @@ class DistilETrainer(TrainerBase):
         self.modules[self.selected] = build_backbone(config, dataset).to(device)
         if teacher is not None:
             self.modules["teacher"] = teacher.to(device)
-        self.optimizers = {n: torch.optim.Adam(m.parameters(), lr=config.learning_rate) for n, m in self.modules.items()}
+        # foreach: the same Adam arithmetic in the same order as the CPU default (bit for bit, so every
+        # record stays reproducible) in fewer passes over the tables: 1.3x faster per WN18RR RotatE
+        # stage-2 step on one thread (benchmarks/distile_adam.py)
+        self.optimizers = {
+            n: torch.optim.Adam(m.parameters(), lr=config.learning_rate, foreach=True) for n, m in self.modules.items()
+        }
         self.schedulers = {
             n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="min", factor=config.lr_decay, patience=config.lr_patience)
             for n, o in self.optimizers.items()
@@ -100,6 +105,13 @@ class DistilETrainer(TrainerBase):
         for name in active:
             self.optimizers[name].step()
         return out
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        # older checkpoints stored foreach=None, and Optimizer.load_state_dict restores it
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["foreach"] = True
 
     def end_epoch(self, losses: dict[str, float], stage: int) -> None:
         """Learning-rate decay on each trained model's epoch loss."""
