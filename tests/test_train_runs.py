@@ -202,3 +202,18 @@ def test_a_diverged_run_is_skipped_the_others_train_and_the_end_names_it(smoke_p
     out = capsys.readouterr().out
     assert "diverged, skipped" in out and "all runs done" not in out
     assert not (tmp_path / first.name / queue.LOCK).exists()  # released for the next attempt
+
+
+def test_a_diverged_run_is_still_named_when_the_deadline_stops_the_next(smoke_plan, tmp_path, monkeypatch, capsys):
+    first, second = smoke_run(smoke_plan, "CP", 0), smoke_run(smoke_plan, "DML", 0)
+
+    def fake_train_one(config, run_dir, *args):
+        if config.run_name() == first.name:
+            raise FloatingPointError(f"run {first.name} diverged in epoch 7")
+        return False  # the second stops at its last checkpoint before the deadline
+
+    monkeypatch.setattr(queue, "train_one", fake_train_one)
+    with pytest.raises(queue.RunsDiverged, match=f"1 run\\(s\\) diverged .*{first.name}"):
+        queue.train([first, second], tmp_path, device="cpu", stop_after_minutes=60)
+    out = capsys.readouterr().out
+    assert "time is up; 1 runs left" in out and "all runs done" not in out  # the diverged one is named apart

@@ -131,9 +131,11 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
     deadline = None if stop_after_minutes is None else time.time() + 60 * stop_after_minutes
     pending = {run.name: run.config for run in runs}  # in order
     diverged: dict[str, str] = {}
-    while pending:
+    stopped = False  # by the deadline
+    while pending and not stopped:
         if deadline is not None and time.time() > deadline:
-            return _time_is_up(pending, runs_dir, diverged)
+            stopped = True
+            break
         progressed = False
         for name, config in list(pending.items()):
             run_dir = run_dir_for(config, runs_dir)
@@ -146,38 +148,27 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
             if not try_lock(run_dir):
                 continue
             try:
-                finished = train_one(config, run_dir, runs_dir, device, show_progress, deadline)
-            except FloatingPointError as err:  # divergence is this run's own: the others go on
+                # False: stopped at its last checkpoint before the deadline
+                stopped = not train_one(config, run_dir, runs_dir, device, show_progress, deadline)
+            except FloatingPointError as err:  # this run's own: skipped (its checkpoint stays), the others go on
                 print(f"  diverged, skipped: {err}", flush=True)
                 diverged[name] = str(err)
-                finished = True
             finally:
                 release(run_dir)
-            if not finished:  # stopped at its last checkpoint before the deadline
-                return _time_is_up(pending, runs_dir, diverged)
-            del pending[name]
+            if not stopped:
+                del pending[name]
             progressed = True
             break
         if not progressed and pending:
             time.sleep(POLL_SECONDS)  # everything left is being trained (or waits for a teacher) elsewhere
+    if stopped:  # runs finished elsewhere meanwhile are not counted
+        left = sum(state(run_dir_for(config, runs_dir)) != "done" for config in pending.values())
+        print(f"time is up; {left} runs left (run the same command again to go on)")
     if diverged:
-        raise RunsDiverged(_diverged_message(diverged))
-    print("all runs done")
-    return True
-
-
-def _diverged_message(diverged: dict[str, str]) -> str:
-    return f"{len(diverged)} run(s) diverged (the others were trained): " + "; ".join(diverged.values())
-
-
-def _time_is_up(pending: dict[str, Config], runs_dir: Path, diverged: dict[str, str]) -> bool:
-    """Say how many runs are left (finished elsewhere meanwhile: not counted); False for train(),
-    or :class:`RunsDiverged` when runs diverged before."""
-    left = sum(state(run_dir_for(config, runs_dir)) != "done" for config in pending.values())
-    print(f"time is up; {left} runs left (run the same command again to go on)")
-    if diverged:
-        raise RunsDiverged(_diverged_message(diverged))
-    return False
+        raise RunsDiverged(f"{len(diverged)} run(s) diverged (the others were trained): " + "; ".join(diverged.values()))
+    if not stopped:
+        print("all runs done")
+    return not stopped
 
 
 def train_one(config: Config, run_dir: Path, runs_dir: Path, device: str, show_progress: bool,
