@@ -515,6 +515,22 @@ def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
     assert math.isnan(gains.loc[("TransE", 16), "DS − no-DS"]) and NOT_TRAINED in gains.loc[("TransE", 16), "converged"]
     assert ds_verdict(gains) == ("DS is above no-DS in 0 of 1 pair measured, below in 1; the paper: above in 1 of "
                                  "these 1. Every measured pair converged. 1 pair is not trained yet.")
+    staged = ds_gains(compare(rows, paper, student_dims=[32, 16, 8]), ds_stages={("TransE", 8): 1})
+    assert staged["DS best in"].tolist() == ["S1", "-"]  # TransE 16's DS run has no record
+    assert ds_verdict(staged).endswith("converged. In 1 (TransE 8) the DS student's best validation epoch lies in "
+                                       "stage 1: co-training the teacher (stage 2) never improved on it. "
+                                       "1 pair is not trained yet.")
+    assert ds_verdict(ds_gains(compare(rows, paper, student_dims=[32, 16, 8]), ds_stages={("TransE", 8): 2})) \
+        == ds_verdict(gains)  # a best epoch in stage 2 adds nothing to the reading
+
+
+def test_selected_stage_reads_the_stage_of_the_selected_epoch():
+    from kgdistill.distile.grid import selected_stage
+
+    history = [{"epoch": 1, "stage": 1}, {"epoch": 2, "stage": 1}, {"epoch": 3, "stage": 2}]
+    assert selected_stage({"selected_epoch": 2, "history": history}) == 1
+    assert selected_stage({"selected_epoch": 3, "history": history}) == 2
+    assert selected_stage(None) is None
 
 
 def test_ds_verdict_names_the_pairs_above_and_counts_the_unconverged():

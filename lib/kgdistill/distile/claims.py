@@ -8,15 +8,19 @@ differences show, whatever they show, so that a notebook's reading follows its d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pandas as pd
 
 
-def ds_gains(table: pd.DataFrame, metric: str = "MRR") -> pd.DataFrame:
+def ds_gains(table: pd.DataFrame, metric: str = "MRR", ds_stages: Mapping[tuple[str, int], int] | None = None
+             ) -> pd.DataFrame:
     """DS minus no-DS per (model, student dim) of a link-prediction table (:func:`compare`):
     columns ``DS − no-DS`` (measured; NaN while either run is untrained), ``paper`` (the
     published difference) and ``converged`` (both runs' marks, ``"yes"`` when both stopped by
-    the convergence rule)."""
+    the convergence rule). With ``ds_stages`` (``{(model, dim): stage}`` of the DS student's
+    selected epoch, :func:`kgdistill.distile.grid.selected_stage`) also ``DS best in``:
+    ``"S1"`` (teacher frozen), ``"S2"`` (teacher co-trained) or ``"-"`` (no record)."""
     frame = table.reset_index()
     lines = []
     for (model, dim), group in frame[frame["method"].isin(["DS", "no-DS"])].groupby(["model", "dim"], sort=False):
@@ -27,6 +31,9 @@ def ds_gains(table: pd.DataFrame, metric: str = "MRR") -> pd.DataFrame:
         lines.append({"model": model, "dim": dim, "DS − no-DS": by.loc["DS", metric] - by.loc["no-DS", metric],
                       "paper": by.loc["DS", f"{metric} paper"] - by.loc["no-DS", f"{metric} paper"],
                       "converged": "yes" if marks == {"yes"} else " / ".join(sorted(marks))})
+        if ds_stages is not None:
+            stage = ds_stages.get((model, dim))
+            lines[-1]["DS best in"] = f"S{stage}" if stage else "-"
     return pd.DataFrame(lines).set_index(["model", "dim"])
 
 
@@ -49,6 +56,11 @@ def ds_verdict(gains: pd.DataFrame) -> str:
     sentence = ", ".join(parts) + f"; the paper: above in {paper_above} of these {len(measured)}."
     sentence += (" Every measured pair converged." if converged == len(measured)
                  else f" {len(measured) - converged} of them hit an epoch budget: not results.")
+    in_stage1 = measured[measured["DS best in"] == "S1"] if "DS best in" in measured else measured.iloc[:0]
+    if len(in_stage1):
+        names = ", ".join(f"{model} {dim}" for model, dim in in_stage1.index)
+        sentence += (f" In {len(in_stage1)} ({names}) the DS student's best validation epoch lies in stage 1: "
+                     "co-training the teacher (stage 2) never improved on it.")
     if len(measured) < len(gains):
         left = len(gains) - len(measured)
         sentence += f" {_pairs(left)} {'is' if left == 1 else 'are'} not trained yet."
