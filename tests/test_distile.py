@@ -515,17 +515,29 @@ def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
     assert math.isnan(gains.loc[("TransE", 16), "DS − no-DS"]) and NOT_TRAINED in gains.loc[("TransE", 16), "converged"]
     assert ds_verdict(gains) == ("DS is above no-DS in 0 of 1 pair measured, below in 1; the paper: above in 1 of "
                                  "these 1. Every measured pair converged. 1 pair is not trained yet.")
-    staged = ds_gains(compare(rows, paper, student_dims=[32, 16, 8]), ds_stages={("TransE", 8): 1})
+    teacher_row = {"model": "TransE", "dim": 64, "method": "Tea.", "MRR": 0.16, "H@10": 0, "H@3": 0, "H@1": 0,
+                   "converged": "yes"}
+    table = compare([teacher_row] + rows, paper, student_dims=[32, 16, 8], teacher_dim=64)
+
+    def ds_record(stage, teacher_mrr):  # selected at epoch 2, in the given stage
+        return {"selected_epoch": 2, "history": [{"epoch": 1, "stage": 1}, {"epoch": 2, "stage": stage}],
+                "test": {"teacher": {"all": {"MRR": teacher_mrr}}}}
+
+    staged = ds_gains(table, ds_records={("TransE", 8): ds_record(1, 0.16), ("TransE", 16): None})
     assert staged["DS best in"].tolist() == ["S1", "-"]  # TransE 16's DS run has no record
+    assert staged["Tea."].tolist() == [0.16, 0.16] and staged.loc[("TransE", 8), "Tea. after"] == 0.16
+    assert math.isnan(staged.loc[("TransE", 16), "Tea. after"])
     assert ds_verdict(staged).endswith("converged. In 1 (TransE 8) the DS student's best validation epoch lies in "
                                        "stage 1: co-training the teacher (stage 2) never improved on it. "
                                        "1 pair is not trained yet.")
-    assert ds_verdict(ds_gains(compare(rows, paper, student_dims=[32, 16, 8]), ds_stages={("TransE", 8): 2})) \
-        == ds_verdict(gains)  # a best epoch in stage 2 adds nothing to the reading
+    collapsed = ds_gains(table, ds_records={("TransE", 8): ds_record(2, 0.05)})
+    assert ds_verdict(collapsed).endswith("converged. Stage 2 pulled the teacher below half its own score in 1 "
+                                          "(TransE 8). 1 pair is not trained yet.")
+    assert ds_verdict(ds_gains(table, ds_records={("TransE", 8): ds_record(2, 0.15)})) == ds_verdict(gains)
 
 
 def test_selected_stage_reads_the_stage_of_the_selected_epoch():
-    from kgdistill.distile.grid import selected_stage
+    from kgdistill.distile.claims import selected_stage
 
     history = [{"epoch": 1, "stage": 1}, {"epoch": 2, "stage": 1}, {"epoch": 3, "stage": 2}]
     assert selected_stage({"selected_epoch": 2, "history": history}) == 1

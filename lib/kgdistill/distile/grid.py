@@ -296,12 +296,11 @@ class DistilEStudy:
 
     def ds_gains(self, paper_dataset: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
         """DS minus no-DS per model and student dim of ``paper_dataset``'s :meth:`link_prediction_table`
-        (``table``, computed when not given), with the stage of each DS student's selected epoch
-        (:func:`ds_gains`, :func:`selected_stage`)."""
+        (``table``, computed when not given), with what stage 2 did to each DS pair (:func:`ds_gains`)."""
         table = self.link_prediction_table(paper_dataset) if table is None else table
-        stages = {(model, dim): selected_stage(self.distilled(paper_dataset, model, dim)[1])
-                  for model in self.section["models"] for dim in self.section["student_dims"]}
-        return ds_gains(table, ds_stages=stages)
+        records = {(model, dim): self.distilled(paper_dataset, model, dim)[1]
+                   for model in self.section["models"] for dim in self.section["student_dims"]}
+        return ds_gains(table, ds_records=records)
 
     def timing_table(self) -> pd.DataFrame:
         """Table 5 (:meth:`timing`) indexed by (model, dim), with the paper dimension (``paper dim``) and
@@ -372,14 +371,6 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = METRICS, s
             entry[f"{m} paper"] = published_row.get(m, float("nan"))
         out.append(entry)
     return pd.DataFrame(out).set_index(["model", "dim", "method"])
-
-
-def selected_stage(record: dict | None) -> int | None:
-    """The training stage (0: plain run, 1: teacher frozen, 2: teacher co-trained) of a record's
-    selected epoch; None without a record."""
-    if record is None:
-        return None
-    return next(h["stage"] for h in record["history"] if h["epoch"] == record["selected_epoch"])
 
 
 def _row(model: str, dim: int, method: str, record: dict | None) -> dict:
