@@ -42,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _trainer(config: DistilEConfig, data, device: torch.device, teacher_state: dict, foreach: bool) -> DistilETrainer:
     trainer = DistilETrainer(config, data, device, teacher_state)
-    for optimizer in trainer.optimizers.values():
-        for group in optimizer.param_groups:
-            group["foreach"] = foreach
+    trainer.use_foreach(foreach)
     return trainer
 
 
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     data = load_dataset(args.dataset, args.data_dir)
-    base = dict(dataset=data.name, model=args.model, batch_size=args.batch_size, negatives=args.negatives)
+    base = {"dataset": data.name, "model": args.model, "batch_size": args.batch_size, "negatives": args.negatives}
     teacher = DistilEConfig(dim=args.teacher_dim, **base)
     config = DistilEConfig(dim=args.dim, method="ds", teacher=teacher.to_dict(), **base)
     torch.manual_seed(0)

@@ -205,9 +205,7 @@ def test_foreach_adam_steps_bit_for_bit_as_the_default_and_survives_an_old_check
     for opt_state in old_style["optimizers"].values():
         for group in opt_state["param_groups"]:
             group["foreach"] = None
-    for optimizer in trainers[1].optimizers.values():
-        for group in optimizer.param_groups:
-            group["foreach"] = False  # torch's CPU default: one tensor at a time
+    trainers[1].use_foreach(False)  # torch's CPU default: one tensor at a time
     trainers[0].load_state_dict(old_style)
     assert all(g["foreach"] is True for o in trainers[0].optimizers.values() for g in o.param_groups)
     for trainer in trainers:

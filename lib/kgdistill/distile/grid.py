@@ -294,10 +294,9 @@ class DistilEStudy:
         return compare(self.link_prediction(paper_dataset), paper, student_dims=self.section["student_dims"],
                        teacher_dim=self.section["teacher_dim"])
 
-    def ds_gains(self, paper_dataset: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
-        """DS minus no-DS per model and student dim of ``paper_dataset``'s :meth:`link_prediction_table`
-        (``table``, computed when not given), with what stage 2 did to each DS pair (:func:`ds_gains`)."""
-        table = self.link_prediction_table(paper_dataset) if table is None else table
+    def ds_gains(self, paper_dataset: str, table: pd.DataFrame) -> pd.DataFrame:
+        """DS minus no-DS per model and student dim of ``table``, ``paper_dataset``'s
+        :meth:`link_prediction_table`, with what stage 2 did to each DS pair (:func:`ds_gains`)."""
         records = {(model, dim): self.distilled(paper_dataset, model, dim)[1]
                    for model in self.section["models"] for dim in self.section["student_dims"]}
         return ds_gains(table, ds_records=records)
