@@ -8,7 +8,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 # The benchmark archives are read from KGC_DATA_DIR when it is set (empty: download them from the
 # ConvE release), else from ../shared/data next to the repository when it exists, else downloaded:
-# kgdistill.environment.default_data_dir owns that default (scripts/reproduce.py and
+# kgdistill.core.environment.default_data_dir owns that default (scripts/reproduce.py and
 # notebooks/conftest.py pass it to the notebook kernels as an absolute path).
 
 .PHONY: reproduce runs test unit nbval notebooks clean-smoke help

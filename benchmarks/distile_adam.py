@@ -17,18 +17,18 @@ import time
 
 import torch
 
-from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.records import device_description, pick_device
 from kgdistill.distile import DistilEConfig, kge
 from kgdistill.distile.sampling import corrupt
 from kgdistill.distile.trainer import DistilETrainer, build_backbone
-from kgdistill.records import device_description, pick_device
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="WN18RR", type=dataset_argument, choices=sorted(ARCHIVES),
                         help="benchmark name (its entity count sizes the tables)")
-    parser.add_argument("--model", default="RotatE", choices=sorted(kge.FAMILIES), help="DistilE backbone")
+    parser.add_argument("--model", default="RotatE", choices=sorted(kge.LOSS_KINDS), help="DistilE backbone")
     parser.add_argument("--dim", type=int, default=16, help="student dimension")
     parser.add_argument("--teacher-dim", type=int, default=64, help="teacher dimension")
     parser.add_argument("--batch-size", type=int, default=1024, help="positives per step (the paper's)")

@@ -17,16 +17,16 @@ from unittest import mock
 
 import torch
 
-from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.records import device_description, pick_device
 from kgdistill.distile import kge
-from kgdistill.records import device_description, pick_device
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="WN18RR", type=dataset_argument, choices=sorted(ARCHIVES),
                         help="benchmark name (its entity count sizes the model)")
-    parser.add_argument("--model", default="RotatE", choices=sorted(kge.FAMILIES), help="DistilE backbone")
+    parser.add_argument("--model", default="RotatE", choices=sorted(kge.LOSS_KINDS), help="DistilE backbone")
     parser.add_argument("--dims", type=int, nargs="+", default=[64], help="embedding dimensions to time")
     parser.add_argument("--queries", type=int, default=2048, help="random tail and head queries ranked")
     parser.add_argument("--batch-size", type=int, default=1024, help="queries per score_tails call (Table 5's)")

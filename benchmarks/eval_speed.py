@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from kgdistill.config import RunConfig
-from kgdistill.datasets import ARCHIVES, SPLITS, dataset_argument, load_dataset
-from kgdistill.evaluation import TIE_POLICIES, filtered_ranks
-from kgdistill.models import BACKBONES, build_model
-from kgdistill.records import device_description, pick_device
+from kgdistill.core.datasets import ARCHIVES, SPLITS, dataset_argument, load_dataset
+from kgdistill.core.evaluation import TIE_POLICIES, filtered_ranks
+from kgdistill.core.models import BACKBONES, build_model
+from kgdistill.core.records import device_description, pick_device
+from kgdistill.metasd.config import RunConfig
 
-#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, eval batch, ties, seed
+#: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, eval batch, ties, seed
 DEFAULTS = RunConfig()
 
 

@@ -5,9 +5,9 @@ recipes) and each precision, times ``--steps`` training steps after ``--warmup``
 prints one figure per line: ms per step, seconds per epoch (steps per epoch × the step time,
 extrapolated from the timed steps), peak device memory (CUDA: the allocator's peak for that
 learner; CPU: the process's peak resident memory so far) and the TFLOP/s achieved by the score
-products the step performs (:func:`kgdistill.costs.step_products`). Then the small-batch figure
+products the step performs (:func:`kgdistill.study.costs.step_products`). Then the small-batch figure
 (steps/s of a plain step at batch 100 and 1000 and the best step's ratio to the step's measured
-arithmetic floor, :func:`kgdistill.costs.floor_seconds`), and last ``metasd_epoch_seconds <s>`` (the
+arithmetic floor, :func:`kgdistill.study.costs.floor_seconds`), and last ``metasd_epoch_seconds <s>`` (the
 precision ``auto`` resolves to on the device: tf32 on CUDA, fp32 on CPU).
 
     python benchmarks/gpu_epoch.py                                    # on the GPU: FB15k-237, rank 2000
@@ -22,15 +22,16 @@ import time
 
 import torch
 
-from kgdistill.config import RunConfig
-from kgdistill.configbase import PRECISIONS, resolve_precision
-from kgdistill.costs import QUERY_WIDTH, GraphSize, count_kernels, floor_seconds, step_cost
-from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
-from kgdistill.models import BACKBONES
-from kgdistill.profile import config_for, load_profile
-from kgdistill.records import device_description, pick_device
-from kgdistill.runner import make_trainer
-from kgdistill.training import PlainLearner, fit_loss
+from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.models import BACKBONES
+from kgdistill.core.records import device_description, pick_device
+from kgdistill.metasd.config import RunConfig
+from kgdistill.metasd.objective import fit_loss
+from kgdistill.metasd.training import PlainLearner
+from kgdistill.protocol.configbase import PRECISIONS, resolve_precision
+from kgdistill.protocol.runner import make_trainer
+from kgdistill.study.costs import QUERY_WIDTH, GraphSize, count_kernels, floor_seconds, step_cost
+from kgdistill.study.profile import config_for, load_profile
 
 DEFAULTS = RunConfig()
 PAPER_DATASETS = ("FB15k-237", "WN18RR")

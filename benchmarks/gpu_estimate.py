@@ -3,10 +3,10 @@ performs (estimated, no GPU measured).
 
 For each planned run: steps per epoch, TFLOP and (coarse) GB per step, the estimated seconds per
 step and per epoch and the estimated minutes of the whole run at ``max_epochs`` with its
-validations (:func:`kgdistill.costs.run_cost` under the assumed rates of
-:data:`kgdistill.costs.H100`). The last line is ``max_run_minutes <m>``. ``--count-kernels``
+validations (:func:`kgdistill.study.costs.run_cost` under the assumed rates of
+:data:`kgdistill.study.costs.H100`). The last line is ``max_run_minutes <m>``. ``--count-kernels``
 also counts, on CPU, the kernels one step of each method launches and prints them beside the
-table the estimate uses (:data:`kgdistill.costs.KERNELS_PER_STEP`).
+table the estimate uses (:data:`kgdistill.study.costs.KERNELS_PER_STEP`).
 
     python benchmarks/gpu_estimate.py                    # params/gpu.yaml
     python benchmarks/gpu_estimate.py --profile paper --precision bf16
@@ -17,13 +17,13 @@ import argparse
 
 import torch
 
-from kgdistill.config import METHODS, RunConfig
-from kgdistill.costs import H100, KERNELS_PER_STEP, GraphSize, count_kernels, run_cost, step_cost
-from kgdistill.datasets import load_dataset
-from kgdistill.models import build_model
-from kgdistill.plan import planned_runs
-from kgdistill.profile import load_profile
-from kgdistill.runner import make_trainer
+from kgdistill.core.datasets import load_dataset
+from kgdistill.core.models import build_model
+from kgdistill.metasd.config import METHODS, RunConfig
+from kgdistill.protocol.runner import make_trainer
+from kgdistill.study.costs import H100, KERNELS_PER_STEP, GraphSize, count_kernels, run_cost, step_cost
+from kgdistill.study.plan import planned_runs
+from kgdistill.study.profile import load_profile
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,13 +21,13 @@ import time
 
 import torch
 
-from kgdistill.config import META_ORDERS, RunConfig
-from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
-from kgdistill.models import BACKBONES
-from kgdistill.records import pick_device
-from kgdistill.runner import make_trainer
+from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.models import BACKBONES
+from kgdistill.core.records import pick_device
+from kgdistill.metasd.config import META_ORDERS, RunConfig
+from kgdistill.protocol.runner import make_trainer
 
-#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, rank, batch, RP weight,
+#: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, rank, batch, RP weight,
 #: the meta step's order
 DEFAULTS = RunConfig()
 

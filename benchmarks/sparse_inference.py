@@ -1,9 +1,9 @@
 """Ranking speed and memory of the exported sparse student against dense models.
 
 Compares, on the same queries and batches: the dense source (teacher) at ``--rank``; the pruned
-student exported with :func:`kgdistill.sparse.export_sparse` and scored by
-:class:`kgdistill.sparse.SparseScorer` (kept weights only); the same student loaded back dense
-(:func:`kgdistill.sparse.load_sparse`); and a dense model whose size equals the student's
+student exported with :func:`kgdistill.compression.sparse.export_sparse` and scored by
+:class:`kgdistill.compression.sparse.SparseScorer` (kept weights only); the same student loaded back dense
+(:func:`kgdistill.compression.sparse.load_sparse`); and a dense model whose size equals the student's
 non-zero count. Weights are random (speed and size do not depend on training).
 
     python benchmarks/sparse_inference.py --dataset FB15k-237 --rank 500 --gamma 0.9
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from kgdistill.config import RunConfig
-from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
-from kgdistill.models import BACKBONES, build_model, rank_for_budget
-from kgdistill.pruning import magnitude_mask
-from kgdistill.sparse import SparseScorer, export_sparse, load_sparse
+from kgdistill.compression.sparse import SparseScorer, export_sparse, load_sparse
+from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.models import BACKBONES, build_model, rank_for_budget
+from kgdistill.core.pruning import magnitude_mask
+from kgdistill.metasd.config import RunConfig
 
-#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, pruning rate γ, eval batch
+#: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, pruning rate γ, eval batch
 DEFAULTS = RunConfig()
 
 

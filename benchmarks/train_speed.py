@@ -4,7 +4,7 @@ Times ``PlainLearner.train_step`` — the step every method builds on — on bat
 training triples, per rank and batch size (the kbc/DURA recipes' 100 and the default 1000),
 after warm-up batches that are not timed, and prints ms/step, steps/s, triples/s, the kernels a
 step launches, and the step's ratio to its arithmetic floor: the measured time of its bare score
-product, log-softmax and the two gradient products (:func:`kgdistill.costs.floor_seconds`). A
+product, log-softmax and the two gradient products (:func:`kgdistill.study.costs.floor_seconds`). A
 ratio far above 1 at batch 100 is per-step overhead (many small kernels and allocations), not
 arithmetic.
 
@@ -18,15 +18,15 @@ import time
 
 import torch
 
-from kgdistill.config import RunConfig
-from kgdistill.costs import QUERY_WIDTH, count_kernels, floor_seconds
-from kgdistill.datasets import ARCHIVES, dataset_argument, load_dataset
-from kgdistill.models import BACKBONES
-from kgdistill.records import device_description, pick_device
-from kgdistill.regularizers import REGULARIZERS
-from kgdistill.training import PlainLearner
+from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from kgdistill.core.models import BACKBONES
+from kgdistill.core.records import device_description, pick_device
+from kgdistill.core.regularizers import REGULARIZERS
+from kgdistill.metasd.config import RunConfig
+from kgdistill.metasd.training import PlainLearner
+from kgdistill.study.costs import QUERY_WIDTH, count_kernels, floor_seconds
 
-#: the library's defaults (kgdistill.config.RunConfig): dataset, backbone, batch, regularizer, seed
+#: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, batch, regularizer, seed
 DEFAULTS = RunConfig()
 
 

@@ -3,14 +3,14 @@
 Before any kernel starts, export the smoke profile's ``env`` (CPU-kernel pins that make the
 retrained numbers bit-identical across machines), the repository root, and ``KGC_DATA_DIR``
 made absolute, since the kernels run in this folder (the library's default data folder,
-:func:`kgdistill.environment.default_data_dir`). Values the caller already set win.
+:func:`kgdistill.core.environment.default_data_dir`). Values the caller already set win.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from kgdistill.environment import ROOT_ENV, apply_profile_env, export_data_dir
+from kgdistill.core.environment import ROOT_ENV, apply_profile_env, export_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

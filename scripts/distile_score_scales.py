@@ -42,15 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
+    from kgdistill.core.datasets import load_dataset
+    from kgdistill.core.records import BEST, RECORD
     from kgdistill.distile.config import DistilEConfig
     from kgdistill.distile.sampling import corrupt
-    from kgdistill.outputs import save_table, stamp
-    from kgdistill.plan import planned_runs
-    from kgdistill.profile import load_profile
-    from kgdistill.records import BEST, RECORD
-    from kgdistill.runner import load_best, run_dir_for
-    from kgdistill.tables import format_table
-    from kgdistill.datasets import load_dataset
+    from kgdistill.protocol.runner import load_best, run_dir_for
+    from kgdistill.study.outputs import save_table, stamp
+    from kgdistill.study.plan import planned_runs
+    from kgdistill.study.profile import load_profile
+    from kgdistill.study.tables import format_table
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

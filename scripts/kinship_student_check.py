@@ -15,8 +15,8 @@ import sys
 import torch
 
 from kgdistill import RunConfig, load_dataset, run
-from kgdistill.models import build_model, rank_for_budget
-from kgdistill.pruning import kept_count
+from kgdistill.core.models import build_model, rank_for_budget
+from kgdistill.core.pruning import kept_count
 
 COMMON = dict(dataset="Kinship", batch_size=256, max_epochs=40, eval_every=5, regularizer="N3", reg_weight=5e-3,
               learning_rate=0.1, init_scale=1e-3)

@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from kgdistill import RunConfig, load_dataset, run
-    from kgdistill.analysis import load_best, one_shot_pruning
-    from kgdistill.outputs import save_table, stamp
-    from kgdistill.tables import format_table
+    from kgdistill.study.analysis import load_baseline, one_shot_pruning
+    from kgdistill.study.outputs import save_table, stamp
+    from kgdistill.study.tables import format_table
 
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.dataset)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                                rp_weight=0.0, batch_size=args.batch_size, max_epochs=args.epochs,
                                eval_every=max(1, args.epochs // 5), learning_rate=args.learning_rate)
             records.append(run(config, args.runs_dir, device="cpu", dataset=dataset))
-            result = one_shot_pruning(load_best(config, args.runs_dir, dataset), dataset, args.gamma)
+            result = one_shot_pruning(load_baseline(config, args.runs_dir, dataset), dataset, args.gamma)
             rows.append({"model": f"N3 {weight:g}, rank {rank}", **result})
             print(f"N3 {weight:g}, rank {rank}: dense {result['dense MRR']:.4f}, pruned {result['pruned MRR']:.4f} "
                   f"({result['retained']:.1%}), mass in top 10% coordinates {result['mass share']:.3f}", flush=True)

@@ -58,8 +58,8 @@ def notebooks(only: list[str] | None) -> list[Path]:
 def prepare_environment(profile: dict) -> None:
     """Export, for the kernels, the profile's ``env`` (without overriding what the caller set),
     the repository root and ``KGC_DATA_DIR`` made absolute, since the kernels run in
-    ``notebooks/`` (the library's default, :func:`kgdistill.environment.default_data_dir`)."""
-    from kgdistill.environment import ROOT_ENV, apply_profile_env, export_data_dir
+    ``notebooks/`` (the library's default, :func:`kgdistill.core.environment.default_data_dir`)."""
+    from kgdistill.core.environment import ROOT_ENV, apply_profile_env, export_data_dir
 
     apply_profile_env(profile)
     os.environ.setdefault(ROOT_ENV, str(ROOT))
@@ -157,7 +157,7 @@ def execute(nb: Path, target: Path, parameters: dict, failed: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
-    from kgdistill.profile import load_profile
+    from kgdistill.study.profile import load_profile
 
     for option in ("results_dir", "runs_dir"):  # relative to where the user stands, not to ROOT
         if getattr(args, option):

@@ -6,9 +6,9 @@
     python scripts/train_runs.py --profile cpu --match WN18RR  # only runs whose row/recipe/name contains it
     python scripts/train_runs.py --profile cpu --match "DistilE notebook 06"   # or "DistilE in Table 1"
     python scripts/train_runs.py --profile paper --stop-after-minutes 8   # GPU chunks: resume next call
-    python scripts/train_runs.py --profile gpu --launcher submitit        # one Slurm job per run (kgdistill.launch)
+    python scripts/train_runs.py --profile gpu --launcher submitit        # one Slurm job per run (kgdistill.study.launch)
 
-The runs are the profile's plan (``kgdistill.plan.planned_runs``): those of Tables 1-4, Figure 1
+The runs are the profile's plan (``kgdistill.study.plan.planned_runs``): those of Tables 1-4, Figure 1
 and the footprint, the teacher and student of Table 1's added DistilE row and notebook 06's
 DistilE runs. The notebooks then rebuild every table from the records in minutes
 (``scripts/reproduce.py``). DistilE runs picked by a grid search (a section with a ``grid``, e.g.
@@ -19,7 +19,7 @@ Several processes may work on one runs folder at once (e.g. one per core, each w
 thread): a process marks the run it trains with ``train.lock`` (its host and pid) and the others
 skip it; a KD run waits until its teacher is no longer being trained elsewhere. A lock left by a
 killed process is taken over. A killed run resumes from its last epoch checkpoint
-(``kgdistill.queue``) and says so ("resuming from epoch 5").
+(``kgdistill.study.queue``) and says so ("resuming from epoch 5").
 
 The profile's ``env`` (e.g. the smoke profile's CPU-kernel pins) is set before torch is imported
 (the script re-executes itself with it); a value the caller set that differs from the profile's
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None, enforce_env: bool = True) -> int:
     without the profile's ``env``) trains even when that env is not in force."""
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT / "lib"))
-    from kgdistill.environment import show_library_log
+    from kgdistill.core.environment import show_library_log
 
     show_library_log()
     try:
@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None, enforce_env: bool = True) -> int:
 
 
 def _run(args: argparse.Namespace, enforce_env: bool) -> int:
-    from kgdistill.environment import check_numeric_env, profile_env
-    from kgdistill.queue import NoMatchingRun, run_queue
+    from kgdistill.core.environment import check_numeric_env, profile_env
+    from kgdistill.study.queue import NoMatchingRun, run_queue
 
     if enforce_env and not args.list and args.launcher == "queue":
         check_numeric_env(profile_env(args.profile), where=f"profile {args.profile}")
     try:
         if args.launcher == "submitit" and not args.list:
-            from kgdistill.launch import submit_queue
+            from kgdistill.study.launch import submit_queue
 
             return submit_queue(args.profile, match=args.match, runs_dir=args.runs_dir, device=args.device,
                                 threads=args.threads, cluster=args.cluster)
@@ -98,7 +98,7 @@ def exec_with_profile_env(argv: list[str]) -> None:
     when some of it is not set yet: those variables must be in place before torch is imported
     (importing kgdistill imports torch, so the new process is what gets them)."""
     sys.path.insert(0, str(ROOT / "lib"))
-    from kgdistill.environment import apply_profile_env
+    from kgdistill.core.environment import apply_profile_env
 
     if apply_profile_env(parse_args(argv).profile):  # an unknown profile adds nothing: main names it
         os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv])

@@ -21,7 +21,7 @@ os.environ.setdefault("KGC_DATA_DIR", str(SHARED_DATA))
 # so the suite runs single-threaded unless KGC_TEST_THREADS says otherwise.
 torch.set_num_threads(int(os.environ.get("KGC_TEST_THREADS", "1")))
 
-from kgdistill.datasets import KGDataset, load_dataset  # noqa: E402  (after the environment is set)
+from kgdistill.core.datasets import KGDataset, load_dataset  # noqa: E402  (after the environment is set)
 
 
 @pytest.fixture(scope="session")

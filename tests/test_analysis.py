@@ -1,12 +1,12 @@
-"""kgdistill.analysis: coordinate mass share and one-shot pruning of a trained baseline."""
+"""kgdistill.study.analysis: coordinate mass share and one-shot pruning of a trained baseline."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from kgdistill import RunConfig, run
-from kgdistill.analysis import coordinate_mass_share, load_best, one_shot_pruning
-from kgdistill.models import build_model
+from kgdistill.core.models import build_model
+from kgdistill.study.analysis import coordinate_mass_share, load_baseline, one_shot_pruning
 
 
 def test_mass_share_counts_complex_halves_together():
@@ -26,16 +26,16 @@ def test_one_shot_pruning_of_a_trained_baseline(umls, tmp_path):
     config = RunConfig(dataset="UMLS", model="ComplEx", rank=8, regularizer="N3", reg_weight=0.01, rp_weight=0.0,
                        batch_size=256, max_epochs=3, eval_every=3, learning_rate=0.5)
     record = run(config, tmp_path, device="cpu", dataset=umls)
-    model = load_best(config, tmp_path, umls)
+    model = load_baseline(config, tmp_path, umls)
     result = one_shot_pruning(model, umls, gamma=0.9)
     assert result["dense MRR"] == pytest.approx(record["history"][-1]["valid"]["model"]["MRR"], abs=1e-6)
     assert result["pruned MRR"] < result["dense MRR"]  # 90% of a rank-8 model cannot be free
     assert not model.has_masks  # left as it was
     with pytest.raises(ValueError, match="baseline"):
-        load_best(config.replace(method="dml"), tmp_path, umls)
+        load_baseline(config.replace(method="dml"), tmp_path, umls)
     (tmp_path / config.run_name() / "best.pt").unlink()  # a committed record without its weights
     with pytest.raises(FileNotFoundError, match="checkpoints are not committed"):
-        load_best(config, tmp_path, umls)
+        load_baseline(config, tmp_path, umls)
 
 
 def test_distile_score_scales_reads_trained_runs_and_never_trains(tmp_path, capsys):
@@ -43,8 +43,8 @@ def test_distile_score_scales_reads_trained_runs_and_never_trains(tmp_path, caps
     from pathlib import Path
 
     from kgdistill.distile.config import DistilEConfig
-    from kgdistill.plan import planned_runs
-    from kgdistill.profile import load_profile
+    from kgdistill.study.plan import planned_runs
+    from kgdistill.study.profile import load_profile
 
     root = Path(__file__).resolve().parent.parent
     spec = importlib.util.spec_from_file_location("distile_score_scales", root / "scripts" / "distile_score_scales.py")

@@ -1,6 +1,6 @@
 """benchmarks/*.py take their defaults and choice lists from the library, and each still runs.
 
-A benchmark option named like a :class:`~kgdistill.config.RunConfig` field defaults to that
+A benchmark option named like a :class:`~kgdistill.metasd.config.RunConfig` field defaults to that
 field's default (or to the field named in ``FROM_CONFIG``); the options left to a benchmark on
 purpose are listed in ``OWN``.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kgdistill.config import META_ORDERS, RunConfig
-from kgdistill.datasets import ARCHIVES
-from kgdistill.evaluation import TIE_POLICIES
-from kgdistill.models import BACKBONES
-from kgdistill.regularizers import REGULARIZERS
+from kgdistill.core.datasets import ARCHIVES
+from kgdistill.core.evaluation import TIE_POLICIES
+from kgdistill.core.models import BACKBONES
+from kgdistill.core.regularizers import REGULARIZERS
+from kgdistill.metasd.config import META_ORDERS, RunConfig
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgdistill.compression import dense_bytes, one_shot_pruned, quantize
-from kgdistill.config import RunConfig
-from kgdistill.evaluation import filtered_ranks
-from kgdistill.models import build_model
-from kgdistill.pruning import kept_count, magnitude_mask
-from kgdistill.runner import load_best, run
+from kgdistill.compression.oneshot import dense_bytes, one_shot_pruned, quantize
+from kgdistill.core.evaluation import filtered_ranks
+from kgdistill.core.models import build_model
+from kgdistill.core.pruning import kept_count, magnitude_mask
+from kgdistill.metasd.config import RunConfig
+from kgdistill.protocol.runner import load_best, run
 
 SOURCE = RunConfig(dataset="Kinship", rank=8, batch_size=1024, max_epochs=4, eval_every=2, init_scale=0.1)
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from kgdistill.config import RunConfig
+from kgdistill.core.records import read_json
 from kgdistill.distile.config import DistilEConfig
-from kgdistill.records import read_json
-from kgdistill.loop import Plateau
-from kgdistill.runner import config_from_record, run
+from kgdistill.metasd.config import RunConfig
+from kgdistill.protocol.loop import Plateau
+from kgdistill.protocol.runner import config_from_record, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_resumed_run_stops_where_the_uninterrupted_one_does(tmp_path, kinship):
 def test_stop_at_time_stops_at_the_last_checkpoint_before_the_deadline(tmp_path, kinship, monkeypatch):
     import types
 
-    import kgdistill.loop as loop
+    import kgdistill.protocol.loop as loop
 
     clock = iter(range(100))  # the loop reads the wall clock once at its start and once per checkpoint
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: float(next(clock)),

@@ -1,4 +1,4 @@
-"""kgdistill.costs: the score products it counts are the ones a step really runs (every matrix product
+"""kgdistill.study.costs: the score products it counts are the ones a step really runs (every matrix product
 of a step recorded with a dispatch mode), and the kernel table stays near the live counts."""
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kgdistill.config import RunConfig
-from kgdistill.costs import (
-    H100, KERNELS_PER_STEP, QUERY_WIDTH, GraphSize, count_kernels, run_cost, step_cost, step_products,
+from kgdistill.core.models import BACKBONES, build_model
+from kgdistill.metasd.config import RunConfig
+from kgdistill.protocol.runner import make_trainer
+from kgdistill.study.costs import (
+    H100,
+    KERNELS_PER_STEP,
+    QUERY_WIDTH,
+    GraphSize,
+    count_kernels,
+    run_cost,
+    step_cost,
+    step_products,
 )
-from kgdistill.models import BACKBONES, build_model
-from kgdistill.runner import make_trainer
 
 #: a batch and quiz size that no other dimension of a Nations rank-8 step has
 BATCH, QUIZ = 37, 23

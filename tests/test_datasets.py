@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import kgdistill.datasets as datasets
-from kgdistill.datasets import (
+import kgdistill.core.datasets as datasets
+from kgdistill.core.datasets import (
     ARCHIVES,
     CACHE_DIR_ENV,
     DATA_DIR_ENV,
@@ -383,7 +383,7 @@ def test_unreachable_url_names_dataset_file_variable_and_url(download_env, monke
 
 
 def test_expand_runs_flattens_csr_runs_including_empty_ones():
-    from kgdistill.datasets import expand_runs
+    from kgdistill.core.datasets import expand_runs
 
     start, count = torch.tensor([5, 0, 2, 9]), torch.tensor([2, 0, 3, 1])
     rows, position = expand_runs(start, count)

@@ -13,13 +13,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from kgdistill import RunConfig, run
-from kgdistill.configbase import resolve_precision
+from kgdistill.core.models import build_model
 from kgdistill.distile.config import DistilEConfig
 from kgdistill.distile.sampling import corrupt
 from kgdistill.distile.trainer import DistilETrainer
-from kgdistill.distillation import DistillationLearner
-from kgdistill.models import build_model
-from kgdistill.runner import make_trainer
+from kgdistill.metasd.distillation import DistillationLearner
+from kgdistill.protocol.configbase import resolve_precision
+from kgdistill.protocol.runner import make_trainer
 
 TINY = dict(dataset="Nations", rank=8, batch_size=64, max_epochs=2, eval_every=1, init_scale=0.1)
 SYNCING = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::tolist"}

@@ -7,13 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kgdistill.core.evaluation import evaluate
 from kgdistill.distile import (
-    DistilEConfig, build_kge, corrupt, hard_loss, inference_table, soft_loss,
+    DistilEConfig,
+    build_kge,
+    corrupt,
+    hard_loss,
+    inference_table,
+    soft_loss,
 )
 from kgdistill.distile.trainer import DistilETrainer as _Trainer
-from kgdistill.runner import BEST, run_dir_for
-from kgdistill.runner import run as run_distile
-from kgdistill.evaluation import evaluate
+from kgdistill.protocol.runner import BEST, run_dir_for
+from kgdistill.protocol.runner import run as run_distile
 
 MODELS = ("TransE", "TransH", "ComplEx", "RotatE")
 
@@ -303,7 +308,7 @@ def test_inference_table_rows(nations):
 
 
 def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_dir):
-    from kgdistill.distile.grid import DistilEStudy, compare
+    from kgdistill.study.distile.grid import DistilEStudy, compare
 
     section = {
         "datasets": {"WN18RR": "Nations"}, "models": ["ComplEx"], "teacher_dim": 8, "student_dims": [4],
@@ -327,8 +332,8 @@ def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_di
 
 def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
     # scripts/train_runs.py trains planned_runs ahead of notebook 06: they must be exactly its runs
-    from kgdistill.distile.grid import DistilEStudy
-    from kgdistill.distile.planning import planned_runs
+    from kgdistill.study.distile.grid import DistilEStudy
+    from kgdistill.study.distile.planning import distile_planned_runs as planned_runs
 
     section = {
         "datasets": {"WN18RR": "Nations", "FB15k-237": "Nations"}, "models": ["TransE"], "teacher_dim": 8,
@@ -354,7 +359,7 @@ def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
     assert planned_runs({**section, "grid": {"alpha": [0.3, 0.7]}}) == []  # a grid decides by training
 
     # the smallest students' curves: one panel per backbone with both records, read from their histories
-    from kgdistill.distile.curves import curves_figure, curves_summary
+    from kgdistill.study.distile.curves import curves_figure, curves_summary
 
     panels = study.pair_curves("WN18RR")
     assert list(panels) == ["TransE"]
@@ -379,8 +384,8 @@ def test_planned_runs_are_the_runs_the_experiments_train(nations, runs_dir):
 def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
     """link_prediction_table / ablation_table / timing_table map the profile's dims to the paper's
     (teacher -> 64, students -> 32/16/8 by position) and read the published numbers of that cell."""
-    from kgdistill.distile.grid import LINK_TABLES, DistilEStudy, paper_dims
-    from kgdistill.profile import published
+    from kgdistill.study.distile.grid import LINK_TABLES, DistilEStudy, paper_dims
+    from kgdistill.study.profile import published
 
     assert paper_dims(16, [8, 4, 2]) == {16: 64, 8: 32, 4: 16, 2: 8} and paper_dims(None, [5]) == {5: 32}
     assert list(LINK_TABLES.items()) == [("WN18RR", 3), ("FB15k-237", 4)]
@@ -419,7 +424,7 @@ def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
 
 def test_per_dataset_overrides_change_only_that_datasets_configs():
     # the cpu profile runs WN18RR to convergence while FB15k-237 keeps its committed configs (run names)
-    from kgdistill.distile.planning import planned_runs
+    from kgdistill.study.distile.planning import distile_planned_runs as planned_runs
 
     section = {
         "datasets": {"WN18RR": "Nations", "FB15k-237": "Kinship"}, "models": ["TransE", "RotatE"], "teacher_dim": 8,
@@ -447,9 +452,9 @@ def test_per_dataset_overrides_change_only_that_datasets_configs():
 
 def test_train_missing_false_reads_records_and_marks_the_rest_not_trained(nations, runs_dir):
     # the cpu profile's notebook 06 must rebuild from committed records without training for hours
-    from kgdistill.distile.grid import NOT_TRAINED, DistilEStudy
-    from kgdistill.distile.planning import planned_runs
-    from kgdistill.runner import run
+    from kgdistill.protocol.runner import run
+    from kgdistill.study.distile.grid import NOT_TRAINED, DistilEStudy
+    from kgdistill.study.distile.planning import distile_planned_runs as planned_runs
 
     section = {
         "datasets": {"WN18RR": "Nations"}, "models": ["TransE"], "teacher_dim": 8, "student_dims": [4],
@@ -481,8 +486,8 @@ def test_train_missing_false_reads_records_and_marks_the_rest_not_trained(nation
 
 
 def test_timing_ranks_the_profiles_first_triples(nations):
-    from kgdistill.distile.grid import DistilEStudy
     from kgdistill.distile.timing import all_triples
+    from kgdistill.study.distile.grid import DistilEStudy
 
     section = {"datasets": {"WN18RR": "Nations"}, "models": ["TransE"], "teacher_dim": 8, "student_dims": [4],
                "timing": {"dataset": "WN18RR", "repeats": 1, "triples": 50}}
@@ -498,8 +503,8 @@ def test_timing_ranks_the_profiles_first_triples(nations):
 
 
 def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
-    from kgdistill.distile.claims import ds_gains, ds_verdict
-    from kgdistill.distile.grid import NOT_TRAINED, compare
+    from kgdistill.study.distile.claims import ds_gains, ds_verdict
+    from kgdistill.study.distile.grid import NOT_TRAINED, compare
 
     rows = [{"model": "TransE", "dim": 8, "method": "no-DS", "MRR": 0.10, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
             {"model": "TransE", "dim": 8, "method": "DS", "MRR": 0.04, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
@@ -535,7 +540,7 @@ def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
 
 
 def test_selected_stage_reads_the_stage_of_the_selected_epoch():
-    from kgdistill.distile.claims import selected_stage
+    from kgdistill.study.distile.claims import selected_stage
 
     history = [{"epoch": 1, "stage": 1}, {"epoch": 2, "stage": 1}, {"epoch": 3, "stage": 2}]
     assert selected_stage({"selected_epoch": 2, "history": history}) == 1
@@ -546,7 +551,7 @@ def test_selected_stage_reads_the_stage_of_the_selected_epoch():
 def test_ds_verdict_names_the_pairs_above_and_counts_the_unconverged():
     import pandas as pd
 
-    from kgdistill.distile.claims import ds_verdict
+    from kgdistill.study.distile.claims import ds_verdict
 
     gains = pd.DataFrame(
         {"model": ["TransE", "ComplEx", "ComplEx"], "dim": [8, 8, 16], "DS − no-DS": [-0.05, 0.02, 0.01],

@@ -8,14 +8,21 @@ import pytest
 import torch
 
 from kgdistill import study
-from kgdistill.config import RunConfig
+from kgdistill.core.models import build_model
+from kgdistill.core.pruning import kept_count
 from kgdistill.distile import build_kge
-from kgdistill.distile.in_table1 import dim_within, dims_beside_metasd, kge_dense_size, metasd_sizes, table1_rows
-from kgdistill.distile.planning import table1_planned_runs
-from kgdistill.profile import check_table1_section, config_for, load_profile, published, trained_on
-from kgdistill.tables import results_table, runs_frame
-from kgdistill.models import build_model
-from kgdistill.pruning import kept_count
+from kgdistill.metasd.config import RunConfig
+from kgdistill.study.distile.in_table1 import (
+    check_table1_section,
+    dim_within,
+    dims_beside_metasd,
+    kge_dense_size,
+    metasd_sizes,
+    table1_rows,
+)
+from kgdistill.study.distile.planning import table1_planned_runs
+from kgdistill.study.profile import config_for, load_profile, published, trained_on
+from kgdistill.study.tables import results_table, runs_frame
 
 
 def test_sizes_follow_the_two_layouts():
@@ -113,10 +120,10 @@ def test_table1_rows_train_teacher_and_student_and_join_the_table(runs_dir, umls
 
 
 def test_the_experiments_module_still_offers_every_name_its_callers_use():
-    """kgdistill.plan and the notebooks import from kgdistill.distile.experiments; the split kept it whole."""
-    from kgdistill.distile import experiments, grid, in_table1, planning
+    """kgdistill.study.plan and the notebooks import from kgdistill.study.distile.experiments; the split kept it whole."""
+    from kgdistill.study.distile import experiments, grid, in_table1, planning
 
     assert experiments.table1_planned_runs is planning.table1_planned_runs
-    assert experiments.planned_runs is planning.planned_runs
+    assert experiments.distile_planned_runs is planning.distile_planned_runs
     assert experiments.table1_rows is in_table1.table1_rows and experiments.DistilEStudy is grid.DistilEStudy
     assert experiments.check_table1_section is check_table1_section

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from kgdistill import RunConfig, load_dataset, run
-from kgdistill.distillation import DistillationLearner
-from kgdistill.distill_losses import distillation_kl
-from kgdistill.models import build_model
-from kgdistill.evaluation import filtered_ranks
-from kgdistill.regularizers import regularize
-from kgdistill.sparse import SparseScorer, export_sparse, load_sparse
+from kgdistill.compression.sparse import SparseScorer, export_sparse, load_sparse
+from kgdistill.core.evaluation import filtered_ranks
+from kgdistill.core.models import build_model
+from kgdistill.core.regularizers import regularize
+from kgdistill.metasd.distill_losses import distillation_kl
+from kgdistill.metasd.distillation import DistillationLearner
 
 TINY = dict(dataset="Nations", rank=8, batch_size=64, max_epochs=2, eval_every=1, regularizer="N3", reg_weight=1e-2,
             learning_rate=0.1, init_scale=0.1)
@@ -223,8 +223,8 @@ def test_simultaneous_order_is_a_close_variant(nations):
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_fused_distillation_loss_equals_autograd_composition(weighted):
-    from kgdistill.distill_losses import distilled_cross_entropy
-    from kgdistill.training import Losses
+    from kgdistill.metasd.distill_losses import distilled_cross_entropy
+    from kgdistill.metasd.objective import Losses
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 9, generator=gen, dtype=torch.float64, requires_grad=True)

@@ -1,4 +1,4 @@
-"""kgdistill.environment is the one place that applies a profile's ``env`` and owns the data-folder
+"""kgdistill.core.environment is the one place that applies a profile's ``env`` and owns the data-folder
 default; scripts/reproduce.py, scripts/train_runs.py and notebooks/conftest.py use it."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kgdistill import environment
-from kgdistill.environment import DATA_DIR_ENV, ROOT_ENV, apply_profile_env, export_data_dir, profile_env
+from kgdistill.core.environment import DATA_DIR_ENV, ROOT_ENV, apply_profile_env, export_data_dir, profile_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_ENV = {str(k): str(v) for k, v in yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())["env"].items()}

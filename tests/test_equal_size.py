@@ -1,4 +1,4 @@
-"""Notebook 08's section (kgdistill.equal_size, kgdistill.equal_size_study): the paired
+"""Notebook 08's section (kgdistill.study.equal_size, kgdistill.study.equal_size_study): the paired
 comparison's statistics, the sizing of every row at the pruned student's non-zero count, the
 stored bytes, the profile section's checks and its place in the run plan."""
 from __future__ import annotations
@@ -13,17 +13,26 @@ import torch
 import yaml
 
 from kgdistill import study
-from kgdistill.equal_size import (
-    ALTERNATIVES, METASD, ROWS, TRAINED_ROWS, best_alternative, check_section, paired_comparison, run_configs,
-    section_runs, sizes_from_stats, small_rank, t_interval,
+from kgdistill.core.models import backbone, build_model
+from kgdistill.core.pruning import kept_count, magnitude_mask
+from kgdistill.study.equal_size import (
+    ALTERNATIVES,
+    METASD,
+    ROWS,
+    TRAINED_ROWS,
+    best_alternative,
+    check_equal_size_section,
+    paired_comparison,
+    run_configs,
+    section_runs,
+    sizes_from_stats,
+    small_rank,
+    t_interval,
 )
-from kgdistill.equal_size_study import sparse_bytes, summary_table
-from kgdistill.models import backbone, build_model
-from kgdistill.plan import EQUAL_SIZE, matching, planned_runs
-from kgdistill.profile import load_profile, published
-from kgdistill.pruning import kept_count, magnitude_mask
-from kgdistill.tables import DAGGER
-
+from kgdistill.study.equal_size_study import sparse_bytes, summary_table
+from kgdistill.study.plan import EQUAL_SIZE, matching, planned_runs
+from kgdistill.study.profile import load_profile, published
+from kgdistill.study.tables import DAGGER
 from test_notebooks_meta import ROOT, notebook_code
 
 SIZES = sizes_from_stats(published("datasets", "stats"))
@@ -100,7 +109,7 @@ def test_every_equal_size_row_is_sized_by_the_pruned_student(profile):
 
 
 def test_sparse_bytes_are_the_csr_export(nations):
-    from kgdistill.sparse import _csr_parts
+    from kgdistill.compression.sparse import _csr_parts
 
     torch.manual_seed(0)
     model = build_model("ComplEx", nations.n_entities, nations.n_relations, 12, init_scale=0.5)
@@ -180,13 +189,13 @@ def test_the_figure_has_one_panel_per_benchmark(tiny):
 def test_section_errors_name_the_key():
     section = copy.deepcopy(load_profile("smoke")["equal_size"])
     with pytest.raises(ValueError, match="per_row.*not trained rows"):
-        check_section({**section, "per_row": {"one-shot prune": {"rank": 3}}}, SIZES)
+        check_equal_size_section({**section, "per_row": {"one-shot prune": {"rank": 3}}}, SIZES)
     with pytest.raises(ValueError, match="quantize"):
-        check_section({**section, "quantize": ["int4"]}, SIZES)
+        check_equal_size_section({**section, "quantize": ["int4"]}, SIZES)
     with pytest.raises(ValueError, match="row 'source'.*learning_rate"):
-        check_section({**section, "config": {**section["config"], "learning_rate": -1}}, SIZES)
+        check_equal_size_section({**section, "config": {**section["config"], "learning_rate": -1}}, SIZES)
     with pytest.raises(ValueError, match="seeds"):
-        check_section({**section, "seeds": []}, SIZES)
+        check_equal_size_section({**section, "seeds": []}, SIZES)
 
 
 def test_the_plan_trains_the_section(tmp_path):
@@ -234,7 +243,7 @@ def test_post_hoc_rows_are_read_back_without_weights(tiny, tmp_path):
     # a fresh clone has records and post_hoc.json but no *.pt: the notebook must not retrain the sources
     import shutil
 
-    from kgdistill.equal_size_study import POST_HOC, POST_HOC_VERSION
+    from kgdistill.study.equal_size_study import POST_HOC, POST_HOC_VERSION
 
     E = tiny
     frame = E.measurements()

@@ -7,13 +7,20 @@ import math
 import pytest
 import torch
 
-from kgdistill.evalmodes import (
-    EVAL_MODES, GAMMAS_FIELD, MODES_FIELD, columns_read, evaluate_student, masks_at_rate, read_counts,
-    student_scorer, validate_eval_options,
+from kgdistill.core.evaluation import evaluation_report
+from kgdistill.core.models import build_model
+from kgdistill.core.pruning import kept_count, magnitude_mask
+from kgdistill.metasd.evalmodes import (
+    EVAL_MODES,
+    GAMMAS_FIELD,
+    MODES_FIELD,
+    columns_read,
+    evaluate_student,
+    masks_at_rate,
+    read_counts,
+    student_scorer,
+    validate_eval_options,
 )
-from kgdistill.evaluation import evaluation_report
-from kgdistill.models import build_model
-from kgdistill.pruning import kept_count, magnitude_mask
 
 N_ENT, N_REL, RANK = 7, 3, 4
 
@@ -202,5 +209,5 @@ def test_validate_eval_options_before_training():
         validate_eval_options(("pruned",), (0.8,), pruned_student=False)
     with pytest.raises(ValueError, match=rf"{GAMMAS_FIELD}.*outside \(0, 1\)"):
         validate_eval_options(("pruned",), (1.0,), pruned_student=True)
-    with pytest.raises(ValueError, match=rf"my_modes.*choose from"):
+    with pytest.raises(ValueError, match=r"my_modes.*choose from"):
         validate_eval_options(("dense",), modes_field="my_modes")

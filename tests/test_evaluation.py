@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from kgdistill.evaluation import (
+from kgdistill.core.evaluation import (
     TIE_POLICIES,
     evaluate,
     evaluation_report,
@@ -14,7 +14,7 @@ from kgdistill.evaluation import (
     metrics_from_ranks,
     two_direction_metrics,
 )
-from kgdistill.models import build_model
+from kgdistill.core.models import build_model
 
 METRICS = ("MRR", "MR", "H@1", "H@3", "H@10")
 

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from kgdistill import figures  # noqa: E402
-from kgdistill.outputs import save_figure, stamp  # noqa: E402
+from kgdistill.study.outputs import save_figure, stamp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 nan = math.nan
@@ -28,7 +28,7 @@ def close_figures():
 
 
 def table(rows: dict[str, tuple], seeds: int = 1) -> pd.DataFrame:
-    """A results table (kgdistill.tables.results_table's columns that the figure reads)."""
+    """A results table (kgdistill.study.tables.results_table's columns that the figure reads)."""
     frame = pd.DataFrame(
         [{"source": s, "converged": c, "MRR": m, "MRR paper": p} for s, c, m, p in rows.values()], index=list(rows)
     )

@@ -1,15 +1,15 @@
 """params/gpu.yaml: the paper profile's decisive runs, each estimated to fit one hold of the GPU machine,
-with the figures its header states equal to what kgdistill.costs computes."""
+with the figures its header states equal to what kgdistill.study.costs computes."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from kgdistill.config import RunConfig
-from kgdistill.costs import GraphSize, run_cost, student_rank
-from kgdistill.plan import planned_runs
-from kgdistill.profile import config_for, load_profile
+from kgdistill.metasd.config import RunConfig
+from kgdistill.study.costs import GraphSize, run_cost, student_rank
+from kgdistill.study.plan import planned_runs
+from kgdistill.study.profile import config_for, load_profile
 
 #: minutes of compute one hold of the GPU machine gives (held 30 minutes, started and fetched inside)
 HOLD_MINUTES = 25

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kgdistill.latex import PACKAGES, escape, latex_table
-from kgdistill.outputs import save_table
+from kgdistill.study.latex import PACKAGES, escape, latex_table
+from kgdistill.study.outputs import save_table
 
 STAMP = "profile demo | device cpu (x86_64, 1 threads) | torch 2.13.0+cpu | 3 commits, latest abc | 2026-01-01 00:00 UTC"
 

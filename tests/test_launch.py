@@ -1,4 +1,4 @@
-"""``scripts/train_runs.py --launcher submitit`` (kgdistill.launch): one submitit job per run, with the
+"""``scripts/train_runs.py --launcher submitit`` (kgdistill.study.launch): one submitit job per run, with the
 local queue's skip-if-done, lock and teacher-first semantics; Slurm parameters from the profile."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import yaml
 
 submitit = pytest.importorskip("submitit")
 
-from kgdistill.launch import TrainRun, executor_parameters, make_executor, submit_queue, submit_runs  # noqa: E402
-from kgdistill.plan import planned_runs  # noqa: E402
-from kgdistill.profile import load_profile  # noqa: E402
-from kgdistill.queue import LOCK, state  # noqa: E402
-from kgdistill.records import RECORD  # noqa: E402
-from kgdistill.runner import run_dir_for  # noqa: E402
+from kgdistill.core.records import RECORD  # noqa: E402
+from kgdistill.protocol.runner import run_dir_for  # noqa: E402
+from kgdistill.study.launch import TrainRun, executor_parameters, make_executor, submit_queue, submit_runs  # noqa: E402
+from kgdistill.study.plan import planned_runs  # noqa: E402
+from kgdistill.study.profile import load_profile  # noqa: E402
+from kgdistill.study.queue import LOCK, state  # noqa: E402
 
 SLURM = {"partition": "gpu", "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 64, "timeout_min": 60}
 
@@ -61,7 +61,7 @@ def test_a_job_resumes_and_releases_its_lock(tmp_path, nations):
     profile = load_profile(tiny_profile(tmp_path))
     teacher_run = planned_runs(profile)[0]
     run_dir = run_dir_for(teacher_run.config, profile["runs_dir"])
-    from kgdistill.runner import run
+    from kgdistill.protocol.runner import run
 
     assert run(teacher_run.config, profile["runs_dir"], device="cpu", dataset=nations, stop_after_epoch=1)["status"] == "interrupted"
     assert state(run_dir) == "partial"

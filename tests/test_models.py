@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgdistill.models import BACKBONES, CP, RESCAL, ComplEx, build_model, rank_for_budget
+from kgdistill.core.models import BACKBONES, CP, RESCAL, ComplEx, build_model, rank_for_budget
 
 N_ENT, N_REL, RANK = 7, 3, 4
 

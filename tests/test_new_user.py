@@ -20,7 +20,7 @@ import nbformat
 import pytest
 import yaml
 
-from kgdistill.environment import NUMERIC_ENV
+from kgdistill.core.environment import NUMERIC_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -227,7 +227,7 @@ def test_the_data_default_skips_a_shared_folder_without_archives(tmp_path, monke
 
 
 def test_a_notebook_with_progress_bars_shows_the_librarys_messages(capsys):
-    """E.g. "resuming from epoch 5" (kgdistill.loop logs it) in the cell's output."""
+    """E.g. "resuming from epoch 5" (kgdistill.protocol.loop logs it) in the cell's output."""
     import logging
 
     from kgdistill.study import Study

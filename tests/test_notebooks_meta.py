@@ -23,12 +23,19 @@ import pytest
 import yaml
 
 from kgdistill import study
-from kgdistill.config import RunConfig
-from kgdistill.outputs import save_figure, save_table, stamp
-from kgdistill.profile import (
-    RunSpec, all_specs, config_for, load_profile, profile_path, published, table_specs, trained_on,
+from kgdistill.metasd.config import RunConfig
+from kgdistill.study.outputs import save_figure, save_table, stamp
+from kgdistill.study.profile import (
+    RunSpec,
+    all_specs,
+    config_for,
+    load_profile,
+    profile_path,
+    published,
+    table_specs,
+    trained_on,
 )
-from kgdistill.tables import METRICS, format_table, results_table, threshold_search, thresholds_for_count
+from kgdistill.study.tables import METRICS, format_table, results_table, threshold_search, thresholds_for_count
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -262,9 +269,9 @@ def test_paper_profile_follows_the_paper():
 
 
 def test_cpu_profile_students_are_a_tenth_of_the_source():
-    from kgdistill.datasets import canonical_name
-    from kgdistill.models import build_model, rank_for_budget
-    from kgdistill.pruning import kept_count
+    from kgdistill.core.datasets import canonical_name
+    from kgdistill.core.models import build_model, rank_for_budget
+    from kgdistill.core.pruning import kept_count
 
     profile = load_profile("cpu")
     stats = published("datasets", "stats")

@@ -1,4 +1,4 @@
-"""Notebook 07 (kgdistill.official): the profiles' `official` recipe resolves to the switches of
+"""Notebook 07 (kgdistill.study.official): the profiles' `official` recipe resolves to the switches of
 docs/official_code_audit.md and trains; the table builder picks the right epochs and cells on a
 synthetic record; a bad eval option fails at profile load naming the field; the plan lists the runs."""
 from __future__ import annotations
@@ -10,12 +10,22 @@ import pytest
 import yaml
 
 from kgdistill import RunConfig, run
-from kgdistill.official import (
-    MEASURED, NO_EPOCH, NOT_STORED, NOT_TRAINED, OfficialResults, dataset_table, missing_cells, reading, run_cells,
-    section, selection_table,
+from kgdistill.study.official import (
+    MEASURED,
+    NO_EPOCH,
+    NOT_STORED,
+    NOT_TRAINED,
+    OfficialResults,
+    dataset_table,
+    missing_cells,
+    official_specs,
+    reading,
+    run_cells,
+    section,
+    selection_table,
 )
-from kgdistill.plan import OFFICIAL_ROW, matching, planned_runs
-from kgdistill.profile import config_for, load_profile, official_specs
+from kgdistill.study.plan import OFFICIAL_ROW, matching, planned_runs
+from kgdistill.study.profile import config_for, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL, PAPER_EQ = "MetaSD (official code)", "MetaSD (paper equations)"

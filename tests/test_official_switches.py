@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from kgdistill import RunConfig, run
-from kgdistill.distill_losses import distillation_kl
-from kgdistill.distillation import DistillationLearner
-from kgdistill.training import fit_loss
+from kgdistill.metasd.distill_losses import distillation_kl
+from kgdistill.metasd.distillation import DistillationLearner
+from kgdistill.metasd.objective import fit_loss
 
 TINY = dict(dataset="Nations", rank=8, batch_size=64, max_epochs=2, eval_every=1, regularizer="DURA_W", reg_weight=1e-2,
             learning_rate=0.1, init_scale=0.1)

@@ -1,4 +1,4 @@
-"""kgdistill.plan: a profile's runs, teachers first, as scripts/train_runs.py built them before the
+"""kgdistill.study.plan: a profile's runs, teachers first, as scripts/train_runs.py built them before the
 plan moved into the library.
 
 ``tests/data/plan_<profile>.tsv`` holds that script's plan (commit aefcd95), one run a line: run
@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from kgdistill.plan import DISTILE_IN_TABLE1, DISTILE_NOTEBOOK, EQUAL_SIZE, OFFICIAL_ROW, PlannedRun, matching, planned_runs
-
-from kgdistill.profile import load_profile
+from kgdistill.study.plan import (
+    DISTILE_IN_TABLE1,
+    DISTILE_NOTEBOOK,
+    EQUAL_SIZE,
+    OFFICIAL_ROW,
+    PlannedRun,
+    matching,
+    planned_runs,
+)
+from kgdistill.study.profile import load_profile
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kgdistill.config import RunConfig
 from kgdistill.distile.config import DistilEConfig
-from kgdistill.profile import SCHEMA, check_keys, load_profile
+from kgdistill.metasd.config import RunConfig
+from kgdistill.study.profile import SCHEMA, check_keys, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from kgdistill.pruning import kept_count, magnitude_mask, mask_density
+from kgdistill.core.pruning import kept_count, magnitude_mask, mask_density
 
 GAMMAS = ["0", "0.1", "0.3", "0.5", "0.7", "0.75", "0.9", "0.95", "0.99", "0.999"]
 SIZES = [(1, 1), (7, 3), (13, 11), (100, 10), (37, 29)]  # (entity rows, width); relation table is (5, width+1)

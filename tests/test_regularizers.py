@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgdistill.models import build_model
-from kgdistill.regularizers import REGULARIZERS, dura, n3, regularize
+from kgdistill.core.models import build_model
+from kgdistill.core.regularizers import REGULARIZERS, dura, n3, regularize
 
 # A batch of B = 2 CP/ComplEx-style factors (rows = batch, columns = rank 2).
 H = torch.tensor([[1.0, -2.0], [0.0, 3.0]], dtype=torch.float64)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from kgdistill import RunConfig, run
-from kgdistill.environment import NumericEnvironmentError, check_numeric_env, env_mismatches, numeric_env
-from kgdistill.records import atomic_write_json, remove_orphan_temporaries
-from kgdistill.runner import run_dir_for
+from kgdistill.core.environment import NumericEnvironmentError, check_numeric_env, env_mismatches, numeric_env
+from kgdistill.core.records import atomic_write_json, remove_orphan_temporaries
+from kgdistill.protocol.runner import run_dir_for
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = RunConfig(dataset="Nations", rank=4, batch_size=512, max_epochs=2, eval_every=1, init_scale=0.1)
@@ -76,7 +76,7 @@ def test_a_kernel_set_chosen_after_torch_was_imported_is_not_in_force(monkeypatc
 def test_a_plain_process_without_the_smoke_env_is_refused(tmp_path):
     """What happens to a notebook run with plain papermill: the smoke profile's pins are absent."""
     code = (
-        "import sys; from kgdistill import RunConfig, run; from kgdistill.environment import profile_env\n"
+        "import sys; from kgdistill import RunConfig, run; from kgdistill.core.environment import profile_env\n"
         "config = RunConfig(dataset='Nations', rank=4, batch_size=512, max_epochs=1, eval_every=1)\n"
         "run(config, sys.argv[1], device='cpu', required_env=profile_env('smoke'))\n"
     )
@@ -90,7 +90,7 @@ def test_a_plain_process_without_the_smoke_env_is_refused(tmp_path):
 
 
 def test_weights_of_a_committed_record_are_retrained_beside_it_without_touching_it(tmp_path, nations):
-    from kgdistill.runner import load_best
+    from kgdistill.protocol.runner import load_best
 
     record = run(QUICK, tmp_path, device="cpu", dataset=nations)
     out = run_dir_for(QUICK, tmp_path)
@@ -105,7 +105,7 @@ def test_weights_of_a_committed_record_are_retrained_beside_it_without_touching_
 def test_a_rerun_that_differs_from_the_committed_record_is_warned_about(tmp_path, nations):
     import json
 
-    from kgdistill.runner import load_best
+    from kgdistill.protocol.runner import load_best
 
     run(QUICK, tmp_path, device="cpu", dataset=nations)
     out = run_dir_for(QUICK, tmp_path)
@@ -120,7 +120,7 @@ def test_a_rerun_that_differs_from_the_committed_record_is_warned_about(tmp_path
 def test_footprint_weights_leave_the_committed_record_alone_and_a_killed_retrain_resumes(tmp_path, nations):
     import torch
 
-    from kgdistill.footprint import ensure_weights
+    from kgdistill.study.footprint import ensure_weights
 
     record = run(QUICK, tmp_path, device="cpu", dataset=nations)
     out = run_dir_for(QUICK, tmp_path)

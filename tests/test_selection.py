@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from kgdistill.selection import OFFICIAL_TEST_MRR_THRESHOLD, RULES, selection_frame, selection_summary
+from kgdistill.study.official.selection import OFFICIAL_TEST_MRR_THRESHOLD, RULES, selection_frame, selection_summary
 
 EPOCHS = [5, 10, 15, 20, 25, 30]
 VALID = [0.30, 0.35, 0.36, 0.34, 0.36, 0.33]  # best 0.36 first reached at epoch 15 (tie at 25)

@@ -8,13 +8,21 @@ import math
 import pandas as pd
 import pytest
 
-from kgdistill.config import RunConfig
-from kgdistill.distile.grid import compare
-from kgdistill.outputs import save_table
-from kgdistill.profile import NamedRunSpec
-from kgdistill.tables import (
-    BUDGET_NOTE, DAGGER, budget_hit, budget_note, bucket_frame, convergence_mark, format_table, results_table,
-    runs_frame, size_accuracy_frame,
+from kgdistill.metasd.config import RunConfig
+from kgdistill.study.distile.grid import compare
+from kgdistill.study.outputs import save_table
+from kgdistill.study.profile import NamedRunSpec
+from kgdistill.study.tables import (
+    BUDGET_NOTE,
+    DAGGER,
+    bucket_frame,
+    budget_hit,
+    budget_note,
+    convergence_mark,
+    format_table,
+    results_table,
+    runs_frame,
+    size_accuracy_frame,
 )
 
 
@@ -100,7 +108,7 @@ def test_saved_tables_carry_the_footnote(runs, tmp_path, monkeypatch):
 
 
 def test_distile_tables_mark_budget_hit_runs():
-    from kgdistill.distile.grid import _row
+    from kgdistill.study.distile.grid import _row
 
     rows = [_row("TransE", 8, "Tea.", record("t", 0.3, "plateau")), _row("TransE", 4, "DS", record("s", 0.2, "budget"))]
     frame = compare(rows, {}, metrics=("MRR",), student_dims=[4], teacher_dim=8)

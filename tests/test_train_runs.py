@@ -1,4 +1,4 @@
-"""scripts/train_runs.py and kgdistill.queue: trains a profile's missing runs, lists their state,
+"""scripts/train_runs.py and kgdistill.study.queue: trains a profile's missing runs, lists their state,
 shares a runs folder between processes through lock files, and stops at a deadline leaving a
 resumable run."""
 from __future__ import annotations
@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from kgdistill import queue
-from kgdistill.plan import PlannedRun, planned_runs
-
-from kgdistill.profile import load_profile
+from kgdistill.study.plan import PlannedRun, planned_runs
+from kgdistill.study.profile import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,7 +154,7 @@ def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys
 
 
 def test_lists_notebook_06_runs_teachers_first(script, tmp_path, capsys):
-    from kgdistill.distile.planning import planned_runs as notebook_runs
+    from kgdistill.study.distile.planning import distile_planned_runs as notebook_runs
 
     assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list", "--match", "DistilE notebook 06"]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "distile-" in line]

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..configbase import ConfigBase, Rule, choice, non_negative, optional, positive_int, within
-from .kge import FAMILIES
+from ..protocol.configbase import ConfigBase, Rule, choice, non_negative, optional, positive_int, within
+from .kge import LOSS_KINDS
 from .losses import WEIGHTINGS
 
 #: "plain": the backbone alone on its hard loss (teachers and the "no-DS" students);
 #: "ds": a student distilled from ``teacher`` in two stages (Eqs. 5 and 11).
-METHODS = ("plain", "ds")
+DISTILE_METHODS = ("plain", "ds")
 #: paper defaults per backbone: margin γ, negatives per positive (Implementation details)
 MARGINS = {"TransE": 1.0, "TransH": 0.5, "ComplEx": 0.0, "RotatE": 6.0}
 NEGATIVES = {"TransE": 5, "TransH": 5, "ComplEx": 25, "RotatE": 25}
@@ -67,8 +67,8 @@ class DistilEConfig(ConfigBase):
             object.__setattr__(self, "stage1_epochs", self.max_epochs // 2)
 
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
-        "model": choice(FAMILIES),
-        "method": choice(METHODS),
+        "model": choice(LOSS_KINDS),
+        "method": choice(DISTILE_METHODS),
         "weighting": choice(WEIGHTINGS),
         "dim": positive_int(),
         "lr_patience": positive_int(),
@@ -102,8 +102,8 @@ class DistilEConfig(ConfigBase):
 
     # --- identity --------------------------------------------------------------------------
     @property
-    def family(self) -> str:
-        return FAMILIES[self.model]
+    def loss_kind(self) -> str:
+        return LOSS_KINDS[self.model]
 
     def teacher_config(self) -> "DistilEConfig | None":
         """The ``plain`` run a ``ds`` run distils from; None for plain runs."""

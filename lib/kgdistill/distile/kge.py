@@ -7,9 +7,9 @@ Each model holds |R| relation rows (no reciprocal parameters) and exposes
   ``(anchor, relation)`` with relation in ``[0, 2R)``; ``relation < R`` ranks every entity as the
   tail of ``(anchor, relation, ?)``, ``relation ≥ R`` ranks every entity as the head of
   ``(?, relation − R, anchor)``. Returns a fresh (B, N) float tensor, so that
-  :func:`kgdistill.evaluation.evaluation_report` evaluates these models like all others.
+  :func:`kgdistill.core.evaluation.evaluation_report` evaluates these models like all others.
 * ``penalty(h, r, t)``: the model's own regulariser on a batch (TransH's soft constraints).
-* ``parameter_counts()``: ``{"dense", "nonzero"}`` as in :mod:`kgdistill.models`.
+* ``parameter_counts()``: ``{"dense", "nonzero"}`` as in :mod:`kgdistill.core.models`.
 
 Score functions (Table 1 of the paper; ``d`` = ``dim``):
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: backbone -> loss family ("margin": Eq. 1/3/4; "logistic": Eq. 6/7/8)
-FAMILIES: dict[str, str] = {"TransE": "margin", "TransH": "margin", "ComplEx": "logistic", "RotatE": "logistic"}
+LOSS_KINDS: dict[str, str] = {"TransE": "margin", "TransH": "margin", "ComplEx": "logistic", "RotatE": "logistic"}
 #: elements of one (queries, entities, d) intermediate when scoring all entities with RotatE, and
 #: queries per block: on a CPU blocks that stay in cache (WN18RR, one shared thread: 4.2x faster than
 #: one 64 Mi-element block per batch at dim 64, 1.7x at dim 8; benchmarks/distile_ranking.py), on a
@@ -51,8 +51,8 @@ class KGEModel(nn.Module):
         self.n_entities, self.n_relations, self.dim = n_entities, n_relations, dim
 
     @property
-    def family(self) -> str:
-        return FAMILIES[self.name]
+    def loss_kind(self) -> str:
+        return LOSS_KINDS[self.name]
 
     # --- subclasses ------------------------------------------------------------------------
     def score(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ class KGEModel(nn.Module):
 
     # --- shared ----------------------------------------------------------------------------
     def score_tails(self, queries: torch.Tensor) -> torch.Tensor:
-        """Scorer convention of :mod:`kgdistill.evaluation`: (B, ≥2) queries -> fresh (B, N) scores."""
+        """Scorer convention of :mod:`kgdistill.core.evaluation`: (B, ≥2) queries -> fresh (B, N) scores."""
         anchor, rel = queries[:, 0], queries[:, 1]
         if len(rel) and (int(rel.max()) >= 2 * self.n_relations or int(rel.min()) < 0):
             raise ValueError(f"query relations must lie in [0, {2 * self.n_relations}) (reciprocals as r + R)")
@@ -176,7 +176,7 @@ class TransH(KGEModel):
         return self.soft_c * (scale + orth)
 
 
-class ComplEx(KGEModel):
+class DistilEComplEx(KGEModel):
     """ComplEx (Trouillon et al. 2016) with complex dimension ``dim``: tables hold ``[Re | Im]``."""
 
     name = "ComplEx"
@@ -295,7 +295,7 @@ def build_kge(
     if name == "TransH":
         return TransH(n_entities, n_relations, dim, soft_c=soft_c)
     if name == "ComplEx":
-        return ComplEx(n_entities, n_relations, dim)
+        return DistilEComplEx(n_entities, n_relations, dim)
     if name == "RotatE":
         return RotatE(n_entities, n_relations, dim, gamma=margin, epsilon=epsilon)
-    raise ValueError(f"unknown DistilE backbone {name!r}; choose one of {sorted(FAMILIES)}")
+    raise ValueError(f"unknown DistilE backbone {name!r}; choose one of {sorted(LOSS_KINDS)}")

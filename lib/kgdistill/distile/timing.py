@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from ..datasets import KGDataset
+from ..core.datasets import KGDataset
 from .kge import KGEModel, build_kge
 
 

@@ -1,8 +1,8 @@
 """DistilE's trainer: plain backbones (teachers, no-DS students) and two-stage distillation.
 
-:class:`DistilETrainer` follows the trainer protocol of :mod:`kgdistill.loop`, so a DistilE run is
+:class:`DistilETrainer` follows the trainer protocol of :mod:`kgdistill.protocol.loop`, so a DistilE run is
 trained, resumed, selected (validation MRR, never test) and recorded exactly like a MetaSD-family
-run: ``kgdistill.runner.run(DistilEConfig(...))``. Each epoch shuffles the training triples and
+run: ``kgdistill.protocol.runner.run(DistilEConfig(...))``. Each epoch shuffles the training triples and
 draws fresh negatives from the loop's seeded CPU generator, which makes the stream resumable.
 Evaluation is the study's filtered ranking on the models' ``score_tails``.
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from ..datasets import KGDataset
-from ..loop import TrainerBase
+from ..core.datasets import KGDataset
+from ..protocol.loop import TrainerBase
 from .config import DistilEConfig
 from .kge import KGEModel, build_kge
 from .losses import hard_loss, soft_loss
@@ -41,13 +41,13 @@ class DistilETrainer(TrainerBase):
     def __init__(self, config: DistilEConfig, dataset: KGDataset, device: torch.device,
                  teacher_state: dict | None = None):
         """``teacher_state``: for a ``ds`` run, the trained weights of its ``plain`` teacher run
-        (loaded by :func:`kgdistill.runner.load_best`)."""
+        (loaded by :func:`kgdistill.protocol.runner.load_best`)."""
         super().__init__(config, dataset, device)
         teacher = None
         if config.method == "ds":
             if teacher_state is None:
                 raise ValueError("config field 'teacher': a 'ds' run needs its teacher's trained weights; "
-                                 "train it through kgdistill.runner.run, which loads them")
+                                 "train it through kgdistill.protocol.runner.run, which loads them")
             teacher = build_backbone(config.teacher_config(), dataset)  # before the seed: the student's draws follow it
             teacher.load_state_dict(teacher_state)
         torch.manual_seed(config.seed)
@@ -77,7 +77,7 @@ class DistilETrainer(TrainerBase):
         c = self.config
         student = self.modules[self.selected]
         s_pos, s_neg, s_pen = self._scores(student, pos, neg)
-        hard_s = hard_loss(c.family, s_pos, s_neg, c.margin, c.weighting)
+        hard_s = hard_loss(c.loss_kind, s_pos, s_neg, c.margin, c.weighting)
         out: dict[str, torch.Tensor] = {}
         if stage == 0:
             loss = hard_s + s_pen
@@ -89,12 +89,12 @@ class DistilETrainer(TrainerBase):
                     t_pos, t_neg, _ = self._scores(teacher, pos, neg)
             else:
                 t_pos, t_neg, t_pen = self._scores(teacher, pos, neg)
-            soft_s = soft_loss(c.family, s_pos, s_neg, t_pos.detach(), t_neg.detach(), c.weighting)
+            soft_s = soft_loss(c.loss_kind, s_pos, s_neg, t_pos.detach(), t_neg.detach(), c.weighting)
             loss = c.alpha * soft_s + (1 - c.alpha) * hard_s + s_pen
             out.update(student=loss.detach(), student_soft=soft_s.detach(), student_hard=hard_s.detach())
             if stage == 2:
-                hard_t = hard_loss(c.family, t_pos, t_neg, c.margin, c.weighting)
-                soft_t = soft_loss(c.family, t_pos, t_neg, s_pos.detach(), s_neg.detach(), c.weighting)
+                hard_t = hard_loss(c.loss_kind, t_pos, t_neg, c.margin, c.weighting)
+                soft_t = soft_loss(c.loss_kind, t_pos, t_neg, s_pos.detach(), s_neg.detach(), c.weighting)
                 loss_t = c.beta * soft_t + (1 - c.beta) * hard_t + t_pen
                 out.update(teacher=loss_t.detach(), teacher_soft=soft_t.detach(), teacher_hard=hard_t.detach())
                 loss = loss + loss_t
@@ -126,7 +126,7 @@ class DistilETrainer(TrainerBase):
     def learning_rates(self) -> dict[str, float]:
         return {n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
 
-    # --- the trainer protocol of kgdistill.loop -----------------------------------------------------
+    # --- the trainer protocol of kgdistill.protocol.loop -----------------------------------------------------
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
         """One pass over the shuffled training triples with fresh negatives; entry fields for the history."""
         c, train = self.config, self.dataset.train

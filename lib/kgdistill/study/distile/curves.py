@@ -1,0 +1,57 @@
+"""Validation curves of DistilE students with and without the teacher (notebook 06).
+
+:meth:`kgdistill.study.distile.grid.DistilEStudy.curves_frame` gives one student pair's validation MRR
+by epoch; :func:`curves_figure` draws one panel per pair (Figure 3's single student, or the
+Table 3 students of every backbone), with the switch to stage 2 as a dashed line.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+#: line style per student, the same in every panel
+STYLES = {"no-DS": {"color": "tab:blue", "marker": "o"}, "DS": {"color": "tab:red", "marker": "s"}}
+
+
+def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: str = "valid MRR"):
+    """One panel per ``{title: (frame, switch_epoch)}`` (a frame of :meth:`curves_frame`: epochs as
+    rows, ``no-DS`` / ``DS`` columns): each student's evaluations as a line (its own epochs only,
+    so runs that stopped at different epochs end where they stopped), the last stage-1 epoch as a
+    dashed vertical line. Panels keep their own y range (backbones differ several-fold in MRR).
+    Raises ValueError for no panels: a figure without data is not drawn."""
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        raise ValueError("curves_figure: no panel has both runs' records; train them first (scripts/train_runs.py)")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.2), squeeze=False)
+    for ax, (title, (frame, switch)) in zip(axes[0], panels.items()):
+        for name, style in STYLES.items():
+            line = frame[name].dropna()
+            if not line.empty:
+                _ = ax.plot(line.index, line.values, markersize=2.5, linewidth=1.2, label=name, **style)
+        if switch is not None:
+            _ = ax.axvline(switch + 0.5, color="k", linestyle="--", linewidth=0.8)
+        _ = ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    _ = axes[0][0].set_ylabel(ylabel)
+    _ = axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_summary(panels: dict[str, tuple[pd.DataFrame, int | None]]) -> pd.DataFrame:
+    """Per panel of :func:`curves_figure`: each student's best validation MRR and its epoch, the
+    last evaluated epoch, and ``DS − no-DS`` of the bests (validation, not the test table's
+    difference). Deterministic, for nbval."""
+    rows = {}
+    for title, (frame, _) in panels.items():
+        row = {}
+        for name in STYLES:
+            line = frame[name].dropna()
+            row[f"{name} best"] = line.max() if not line.empty else float("nan")
+            row[f"{name} at epoch"] = int(line.idxmax()) if not line.empty else pd.NA
+            row[f"{name} last epoch"] = int(line.index.max()) if not line.empty else pd.NA
+        row["DS − no-DS"] = row["DS best"] - row["no-DS best"]
+        rows[title] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "model"
+    return frame

@@ -1,0 +1,154 @@
+"""The compressed MetaSD student's footprint: its sparse export measured against the dense source.
+
+Owns getting a finished run's weights back (:func:`ensure_weights`: checkpoints are not
+committed, so a run with only its record is trained again), measuring the three forms of the
+model (:func:`footprint`: dense source, sparse file with dense kernels, sparse kernels; sizes,
+test MRR, ranking speed) and notebook 05's footprint section (:class:`Footprint`). The sparse
+format itself is :mod:`kgdistill.compression.sparse`.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.records import read_json
+from ..metasd.config import RunConfig
+from ..protocol.configbase import ConfigBase
+from .tables import format_table
+
+
+def ensure_weights(spec, runs_dir: str | os.PathLike, data_dir=None, device: str | None = "auto",
+                   show_progress: bool = False, required_env: dict[str, str] | None = None) -> Path:
+    """Path of the run's ``best.pt`` (``spec``: a :class:`~kgdistill.study.profile.RunSpec` or a
+    config); when only the record exists (checkpoints are not committed), the run is trained
+    again in ``<runs_dir>/.retrain`` on ``device`` and only its weights are installed (same numbers
+    on CPU; the committed record stays as it is: :func:`kgdistill.protocol.runner.best_weights`), which
+    ``required_env`` (a profile's ``env``) must be in force for (:func:`kgdistill.protocol.runner.run`)."""
+    from ..core.records import pick_device
+    from ..protocol.runner import best_weights
+
+    config = spec if isinstance(spec, ConfigBase) else spec.config
+    weights, _ = best_weights(config, runs_dir, device=pick_device(device), data_dir=data_dir,
+                              show_progress=show_progress, required_env=required_env)
+    return weights
+
+
+def read_record(run_dir: str | os.PathLike) -> dict:
+    """The ``record.json`` of a run folder."""
+    return read_json(Path(run_dir) / "record.json")
+
+
+def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 1000, repeats: int = 3) -> pd.DataFrame:
+    """Size and ranking speed of a pruned-student run (MetaSD) in three forms, on CPU:
+
+    * ``source (dense)``: the unpruned source model;
+    * ``student (sparse file, dense kernels)``: the student written by
+      :func:`kgdistill.compression.sparse.export_sparse` and rebuilt by :func:`~kgdistill.compression.sparse.load_sparse`
+      (bit-identical scores; ``test MRR`` must equal the record's);
+    * ``student (sparse kernels)``: :class:`~kgdistill.compression.sparse.SparseScorer` (sparse × dense products).
+
+    Columns: ``parameters`` (non-zero for the students), ``disk bytes`` (``torch.save`` of the dense
+    tables / the sparse artifact), ``memory bytes`` (float32 tables / CSR storage), ``test MRR``
+    (full filtered test evaluation), ``seconds`` (best of ``repeats`` passes ranking the first
+    ``queries`` test queries against all entities) and ``queries/s``.
+    """
+    import torch
+
+    from ..compression import sparse
+    from ..core.evaluation import evaluate
+    from ..protocol.runner import load_best
+
+    run_dir = Path(run_dir)
+    config = RunConfig.from_dict(record["config"])
+    # the source model (the pruned student is the source seen through its installed mask)
+    source, _ = load_best(config, run_dir.parent, dataset, "cpu", model="teacher", retrain_missing=False)
+    artifact = run_dir / "sparse" / "student.pt"
+    with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notices
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+        exported = sparse.export_sparse(source, artifact)
+        student = sparse.load_sparse(artifact)
+        scorer = sparse.SparseScorer(artifact)
+    q = dataset.queries("test")[:queries]
+
+    def best_time(fn) -> float:
+        best = math.inf
+        with torch.no_grad():
+            fn(q)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn(q)
+                best = min(best, time.perf_counter() - start)
+        return best
+
+    buffer = io.BytesIO()
+    torch.save({"entity": source.entity.detach(), "relation": source.relation.detach()}, buffer)
+    forms = {
+        "source (dense)": (lambda x: source.score_tails(x), source.parameter_counts()["dense"], len(buffer.getvalue()), exported["dense_bytes"]),
+        "student (sparse file, dense kernels)": (lambda x: student.score_tails(x, masked=True), exported["parameters"], exported["bytes"], exported["dense_bytes"]),
+        "student (sparse kernels)": (scorer, exported["parameters"], exported["bytes"], scorer.storage_bytes()),
+    }
+    rows = []
+    for name, (fn, parameters, disk, memory) in forms.items():
+        with torch.no_grad():
+            mrr = evaluate(fn, dataset, "test", config.tie_policy, config.eval_batch_size, device="cpu")["MRR"]
+        rows.append({"model": name, "parameters": parameters, "disk bytes": disk, "memory bytes": memory, "test MRR": mrr,
+                     "seconds": best_time(fn)})
+    frame = pd.DataFrame(rows).set_index("model").rename_axis(None)
+    frame["queries/s"] = len(q) / frame["seconds"]
+    return frame
+
+
+@dataclass
+class Footprint:
+    """Notebook 05's footprint section: the run of the profile's ``footprint`` section (``spec``,
+    its ``record``, trained or reused), then :meth:`measure` (weights recreated when missing,
+    :func:`footprint` on the paper dataset's benchmark) and :meth:`summary`, the deterministic part."""
+
+    study: object  # the kgdistill.study.Study it belongs to
+    spec: object
+    record: dict
+    frame: pd.DataFrame | None = None
+
+    @classmethod
+    def of(cls, study) -> "Footprint":
+        """The footprint run of ``study``'s profile, trained or reused."""
+        spec = study.footprint_specs()[0]
+        return cls(study, spec, study.run([spec])[spec.run_name])
+
+    @property
+    def section(self) -> dict:
+        return self.study.section("footprint")
+
+    def describe(self) -> str:
+        """Which run, on what, and its student's non-zero parameter count (deterministic)."""
+        nonzero = self.record["parameter_counts"]["student"]["nonzero"]
+        return (f"{self.spec.row} on {self.study.title(self.section['dataset'])} - student non-zero parameters: "
+                f"{nonzero:,}")
+
+    def measure(self) -> pd.DataFrame:
+        """Recreate the weights when missing (the run is trained again: a new record, re-read
+        here), export the student and measure the three forms (:func:`footprint`)."""
+        S, fp = self.study, self.section
+        weights = ensure_weights(self.spec, S.runs_dir, S.data_dir, S.device, required_env=S.required_env)
+        self.record = read_record(weights.parent)
+        dataset = S.dataset(S.trained_on(fp["dataset"]))
+        self.frame = footprint(self.record, weights.parent, dataset, queries=fp["queries"], repeats=fp["repeats"])
+        return self.frame
+
+    def summary(self) -> str:
+        """Sizes and the exported student's test MRR against the record's (no timings)."""
+        frame = self.frame if self.frame is not None else self.measure()
+        delta = frame["test MRR"].iloc[1] - self.record["test"]["student"]["all"]["MRR"]
+        keeps = frame["parameters"].iloc[1] / frame["parameters"].iloc[0]
+        return "\n".join([
+            format_table(frame[["parameters", "test MRR"]].iloc[:2]),
+            f"exported student's test MRR minus the recorded student MRR: {delta:+.4f}",
+            f"student keeps {keeps:.4f} of the source's parameters",
+        ])
