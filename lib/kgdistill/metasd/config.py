@@ -36,6 +36,11 @@ QUIZ_SELECTIONS = ("random", "head")
 QUIZ_PER_META_STEP = ("batch", "all")
 MASK_SCHEDULES = ("epoch", "step")
 META_ORDERS = ("sequential", "simultaneous")
+#: the ways a step computes the 1-vs-all loss (field ``one_vs_all``) and the methods that have each
+ONE_VS_ALL: dict[str, tuple[str, ...]] = {
+    "autograd": tuple(METHODS),
+    "chunked": ("baseline", "prune_finetune"),
+}
 
 #: Fields that only matter when the run has a student; left out of a baseline's hash so that
 #: changing a distillation default does not invalidate baseline records.
@@ -129,6 +134,14 @@ class RunConfig(ConfigBase):
     student_eval_modes: tuple = ("pruned", "official_dense")
     #: extra pruning rates at which the trained source is evaluated (official scripts: 0.8)
     student_eval_gammas: tuple = ()
+    #: how a training step computes the 1-vs-all loss: "autograd" (the batch's whole (B, N) score
+    #: matrix through autograd; every committed record) or "chunked" (rows in cache-sized chunks,
+    #: scores, softmax, loss and gradients fused per chunk: kgdistill.core.onevsall; with
+    #: precision "bf16" its score products run in bf16). Methods on the chunked step so far:
+    #: ONE_VS_ALL["chunked"].
+    one_vs_all: str = "autograd"
+    #: rows per chunk of the chunked step; 0 sizes them from the entity count (core.onevsall.chunk_rows_for)
+    chunk_rows: int = 0
 
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
         "method": choice(METHODS),
@@ -150,12 +163,15 @@ class RunConfig(ConfigBase):
         "quiz_selection": choice(QUIZ_SELECTIONS),
         "quiz_per_meta_step": choice(QUIZ_PER_META_STEP),
         "soft_mask_epsilon": within(0.0, 1.0, high_open=True),
+        "one_vs_all": choice(tuple(ONE_VS_ALL)),
+        "chunk_rows": non_negative(),
         **ConfigBase.FIELD_RULES,
     }
     LATE_FIELDS: ClassVar[dict] = {
         **ConfigBase.LATE_FIELDS, "kl_temperature_squared": True, "loss_weighting": "alpha_beta",
         "teacher_warm_step": False, "quiz_selection": "random", "quiz_per_meta_step": "batch",
         "soft_mask_epsilon": 0.0, "student_eval_modes": ("pruned", "official_dense"), "student_eval_gammas": (),
+        "one_vs_all": "autograd", "chunk_rows": 0,
     }
     PAPER: ClassVar[str] = "metasd"
 
@@ -194,6 +210,13 @@ class RunConfig(ConfigBase):
             if changed(name) and not applies:
                 raise ValueError(f"config field {name!r}: applies only to {what}, not method {self.method!r}; "
                                  f"remove it from this recipe")
+        if self.method not in ONE_VS_ALL[self.one_vs_all]:
+            fast = [s for s, methods in ONE_VS_ALL.items() if self.method in methods]
+            raise ValueError(f"config field 'one_vs_all': method {self.method!r} has no {self.one_vs_all!r} step yet; "
+                             f"use {' or '.join(repr(s) for s in fast)}")
+        if self.chunk_rows and self.one_vs_all != "chunked":
+            raise ValueError("config field 'chunk_rows': applies only to one_vs_all 'chunked'; remove it or set "
+                             "one_vs_all: chunked")
         if self.kl_mode == "official" and self.meta_order == "simultaneous":
             raise ValueError("config field 'meta_order': 'simultaneous' reuses the virtual step's student loss, which "
                              "kl_mode 'official' defines differently from Actual-Train's; use 'sequential'")

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core.models import KBCModel
+from ..core.onevsall import softmax_cross_entropy
 from ..core.regularizers import regularize
+from ..protocol.configbase import resolve_precision
 from .config import RunConfig
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -74,3 +76,40 @@ def fit_loss(
     """Baseline objective: tail CE + RP·relation CE + regularizer. Returns ``(loss, tail_scores)``."""
     losses = supervised_loss(model, batch, config, class_weights, masked)
     return losses.fit + losses.penalty, losses.scores
+
+
+def chunked_fit_loss(
+    model: KBCModel,
+    batch: torch.Tensor,
+    config: RunConfig,
+    class_weights: torch.Tensor | None = None,
+    masked: bool = False,
+) -> torch.Tensor:
+    """:func:`fit_loss`'s loss (tail CE + RP·relation CE + regularizer) without ever holding the
+    batch's (B, N) scores: both cross-entropies go through
+    :func:`kgdistill.core.onevsall.softmax_cross_entropy` in row chunks (``config.chunk_rows``),
+    with bf16 score products when the run's precision resolves to bf16."""
+    query, candidates, pair, relations, factors = model.score_inputs(batch, masked=masked)
+    bf16 = resolve_precision(config.precision, batch.device.type) == "bf16"
+    product = torch.bfloat16 if bf16 else torch.float32
+    targets = batch[:, 2]
+    rows = class_weights[targets] if class_weights is not None else None
+    fit = softmax_cross_entropy(query, candidates, targets, rows, chunk_rows=config.chunk_rows, product_dtype=product)
+    if config.rp_weight > 0:
+        fit = fit + config.rp_weight * softmax_cross_entropy(
+            pair, relations, batch[:, 1], chunk_rows=config.chunk_rows, product_dtype=product)
+    return fit + regularize(config.regularizer, factors, config.reg_weight)
+
+
+def baseline_loss(
+    model: KBCModel,
+    batch: torch.Tensor,
+    config: RunConfig,
+    class_weights: torch.Tensor | None = None,
+    masked: bool = False,
+) -> torch.Tensor:
+    """The baseline objective through the run's ``one_vs_all`` path: :func:`fit_loss`
+    ("autograd") or :func:`chunked_fit_loss` ("chunked")."""
+    if config.one_vs_all == "chunked":
+        return chunked_fit_loss(model, batch, config, class_weights, masked)
+    return fit_loss(model, batch, config, class_weights, masked)[0]

@@ -19,7 +19,7 @@ from ..protocol.loop import TrainerBase
 from ..protocol.registry import model_from_state
 from .config import RunConfig
 from .evalmodes import student_eval_rows
-from .objective import fit_loss
+from .objective import baseline_loss
 
 
 def trained_teacher(config: RunConfig, dataset: KGDataset, teacher_state: dict | None) -> KBCModel:
@@ -92,7 +92,7 @@ class PlainLearner(Learner):
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         model, optimizer = self.modules["model"], self.optimizers["model"]
         with self.timed("step"):
-            loss, _ = fit_loss(model, batch, self.config, self.class_weights)
+            loss = baseline_loss(model, batch, self.config, self.class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -127,7 +127,7 @@ class PrunedFinetuneLearner(Learner):
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         model, optimizer = self.modules["student"], self.optimizers["student"]
         with self.timed("step"):
-            loss, _ = fit_loss(model, batch, self.config, self.class_weights, masked=True)
+            loss = baseline_loss(model, batch, self.config, self.class_weights, masked=True)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
