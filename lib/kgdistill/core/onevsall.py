@@ -111,3 +111,127 @@ def softmax_cross_entropy(
         coef = row_weights / row_weights.sum()
     chunk = chunk_rows or chunk_rows_for(candidates.shape[0], n, query.device)
     return _ChunkedSoftmaxCE.apply(query, candidates, targets, coef, max(1, int(chunk)), product_dtype)
+
+
+class _ChunkedDistillation(torch.autograd.Function):
+    """Two models' 1-vs-all losses on one batch, each distilling from the other (detached):
+    L_a = w_a·CE(a) + (1 − w_a)·KL(p_b ‖ p_a) and L_b likewise with a and b swapped, returned
+    stacked (2,). Per chunk: both score products, both log-softmaxes (fp32), the losses and the
+    logit gradients ∂L_a/∂z_a = (w_a c_i + (1−w_a)/B) p_a − (1−w_a)/B p_b − w_a c_i e_y
+    (the one-hot part exact, outside the products), then their products with the operands."""
+
+    @staticmethod
+    def forward(ctx, q_a, c_a, q_b, c_b, targets, coef, weights, train_b, chunk, product_dtype):
+        with torch.autocast(q_a.device.type, enabled=False):
+            return _ChunkedDistillation._forward(ctx, q_a, c_a, q_b, c_b, targets, coef, weights, train_b, chunk,
+                                                 product_dtype)
+
+    @staticmethod
+    def _forward(ctx, q_a, c_a, q_b, c_b, targets, coef, weights, train_b, chunk, product_dtype):
+        low = product_dtype != torch.float32
+        sides = [_Side(q_a, c_a, product_dtype), _Side(q_b, c_b, product_dtype)]
+        n = q_a.shape[0]
+        trained = (True, bool(train_b))
+        losses = q_a.new_zeros(2, dtype=torch.float32)
+        for side, on in zip(sides, trained):
+            if on:
+                side.start(n, low)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            rows = torch.arange(stop - start, device=q_a.device)
+            t, w = targets[start:stop], coef[start:stop]
+            log_p = [torch.log_softmax(s.q_lp[start:stop] @ s.c_lp.T, dim=1, dtype=torch.float32) for s in sides]
+            p = [lp.exp() for lp in log_p]
+            for k, (side, on) in enumerate(zip(sides, trained)):
+                if not on:
+                    continue
+                own, other = k, 1 - k
+                weight = weights[k]
+                kl = (p[other] * (log_p[other] - log_p[own])).sum() / n
+                losses[k] += weight * -(log_p[own][rows, t] * w).sum() + (1 - weight) * kl
+                # matrix part of ∂L/∂z: a_i p_own − b p_other, a_i = w c_i + (1 − w)/B, b = (1 − w)/B
+                matrix = (p[own] * (weight * w + (1 - weight) / n)[:, None]).sub_(p[other], alpha=(1 - weight) / n)
+                side.accumulate(start, stop, matrix, low)
+        for side, on, weight in zip(sides, trained, weights):
+            if on:
+                side.finish(targets, weight * coef, low)
+        ctx.save_for_backward(*[g for side, on in zip(sides, trained) if on for g in side.grads(q_a.dtype)])
+        ctx.train_b = trained[1]
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        saved = ctx.saved_tensors
+        grad_qa, grad_ca = saved[0] * grad_losses[0], saved[1] * grad_losses[0]
+        grad_qb = grad_cb = None
+        if ctx.train_b:
+            grad_qb, grad_cb = saved[2] * grad_losses[1], saved[3] * grad_losses[1]
+        return grad_qa, grad_ca, grad_qb, grad_cb, None, None, None, None, None, None
+
+
+class _Side:
+    """One model's operands and gradient accumulators in :class:`_ChunkedDistillation`."""
+
+    def __init__(self, query: torch.Tensor, candidates: torch.Tensor, product_dtype: torch.dtype):
+        self.q32, self.c32 = query.detach().float(), candidates.detach().float()
+        low = product_dtype != torch.float32
+        self.dtype = product_dtype
+        self.q_lp = self.q32.to(product_dtype) if low else self.q32
+        self.c_lp = self.c32.to(product_dtype) if low else self.c32
+
+    def start(self, n: int, low: bool) -> None:
+        self.grad_q = torch.empty_like(self.q32)
+        self.grad_c = torch.zeros_like(self.c32)
+        self.matrix_lp = torch.empty(n, self.c32.shape[0], dtype=self.dtype, device=self.q32.device) if low else None
+
+    def accumulate(self, start: int, stop: int, matrix: torch.Tensor, low: bool) -> None:
+        if low:
+            self.matrix_lp[start:stop] = matrix
+            self.grad_q[start:stop] = self.matrix_lp[start:stop] @ self.c_lp
+        else:
+            torch.mm(matrix, self.c32, out=self.grad_q[start:stop])
+            self.grad_c.addmm_(matrix.T, self.q32[start:stop])
+
+    def finish(self, targets: torch.Tensor, onehot_coef: torch.Tensor, low: bool) -> None:
+        if low:
+            self.grad_c += self.matrix_lp.T @ self.q_lp
+            self.matrix_lp = None
+        self.grad_q.sub_(onehot_coef[:, None] * self.c32[targets])
+        self.grad_c.index_add_(0, targets, -onehot_coef[:, None] * self.q32)
+
+    def grads(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.grad_q.to(dtype), self.grad_c.to(dtype)
+
+
+def mutual_distillation(
+    student: tuple[torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor],
+    targets: torch.Tensor,
+    alpha: float,
+    beta: float,
+    *,
+    train_teacher: bool = True,
+    row_weights: torch.Tensor | None = None,
+    chunk_rows: int = 0,
+    product_dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distillation losses of a student and a teacher on one batch, in row chunks.
+
+    ``student`` / ``teacher``: ``(query (B, d), candidates (N, d))`` of each model (their own d).
+    Returns ``(L_S, L_T)`` with L_S = α·CE(S) + (1 − α)·KL(p_T ‖ p_S) and L_T = β·CE(T) +
+    (1 − β)·KL(p_S ‖ p_T) (KL at temperature 1, batch mean; CE class-weighted by ``row_weights``
+    as :func:`softmax_cross_entropy`); each loss's gradient reaches only its own model's operands
+    (the other distribution is the target). ``train_teacher=False`` (a frozen teacher, KD) skips
+    the teacher's loss and gradients (L_T is then 0). Chunking and ``product_dtype`` as in
+    :func:`softmax_cross_entropy`.
+    """
+    n = targets.shape[0]
+    if row_weights is None:
+        coef = torch.full((n,), 1.0 / n, device=targets.device)
+    else:
+        coef = row_weights.float() / row_weights.float().sum()
+    candidates = max(student[1].shape[0], teacher[1].shape[0])
+    chunk = chunk_rows or chunk_rows_for(candidates, n, targets.device)
+    losses = _ChunkedDistillation.apply(student[0], student[1], teacher[0], teacher[1], targets, coef,
+                                        (float(alpha), float(beta)), train_teacher, max(1, int(chunk)), product_dtype)
+    return losses[0], losses[1]

@@ -39,7 +39,7 @@ META_ORDERS = ("sequential", "simultaneous")
 #: the ways a step computes the 1-vs-all loss (field ``one_vs_all``) and the methods that have each
 ONE_VS_ALL: dict[str, tuple[str, ...]] = {
     "autograd": tuple(METHODS),
-    "chunked": ("baseline", "prune_finetune"),
+    "chunked": ("baseline", "prune_finetune", "kd", "dml", "metasd_wo_m"),
 }
 
 #: Fields that only matter when the run has a student; left out of a baseline's hash so that
@@ -214,6 +214,10 @@ class RunConfig(ConfigBase):
             fast = [s for s, methods in ONE_VS_ALL.items() if self.method in methods]
             raise ValueError(f"config field 'one_vs_all': method {self.method!r} has no {self.one_vs_all!r} step yet; "
                              f"use {' or '.join(repr(s) for s in fast)}")
+        fused = self.kl_mode == "target_first" and self.temperature == 1.0 and self.loss_weighting == "alpha_beta"
+        if self.one_vs_all == "chunked" and METHODS[self.method]["teacher"] in ("frozen", "mutual") and not fused:
+            raise ValueError("config field 'one_vs_all': the chunked distillation step computes the default objective "
+                             "only (kl_mode target_first, temperature 1, loss_weighting alpha_beta); use 'autograd'")
         if self.chunk_rows and self.one_vs_all != "chunked":
             raise ValueError("config field 'chunk_rows': applies only to one_vs_all 'chunked'; remove it or set "
                              "one_vs_all: chunked")

@@ -33,7 +33,7 @@ from .config import RunConfig
 from .distill_losses import distillation_kl, distilled_cross_entropy, tempered_log_probs
 from .evalmodes import student_eval_rows
 from .metastep import MetaStep
-from .objective import Losses, fit_loss, supervised_loss
+from .objective import Losses, baseline_loss, chunked_distillation_losses, supervised_loss
 from .training import Learner, trained_teacher
 
 
@@ -177,7 +177,7 @@ class DistillationLearner(MetaStep, Learner):
         """The official "Step 0": one update of the source on its baseline objective (CE + RP +
         reg) with the Actual-Train optimizer, before the virtual step."""
         teacher, optimizer = self.modules["teacher"], self.optimizers["actual"]
-        loss, _ = fit_loss(teacher, batch, self.config, self.class_weights)
+        loss = baseline_loss(teacher, batch, self.config, self.class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -185,17 +185,22 @@ class DistillationLearner(MetaStep, Learner):
         return loss.detach()
 
     def actual_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Actual-Train (Eq. 7–11): S on L_S, T on L_T (mutual) with the other side detached."""
+        """Actual-Train (Eq. 7–11): S on L_S, T on L_T (mutual) with the other side detached
+        (``one_vs_all: chunked``: the same objective in row chunks, :func:`chunked_distillation_losses`)."""
         teacher, student = self.modules["teacher"], self.student
         mutual = self.teacher_mode == "mutual"
-        with torch.set_grad_enabled(mutual):
-            t_terms = self.terms(teacher, batch)
-        s_terms = self.terms(student, batch, masked=self.pruned)
-        loss_s = self.student_objective(s_terms, self.target_log_p(t_terms))
+        if self.config.one_vs_all == "chunked":
+            loss_s, loss_t = chunked_distillation_losses(student, teacher, batch, self.config, self.class_weights,
+                                                         pruned=self.pruned, mutual=mutual)
+        else:
+            with torch.set_grad_enabled(mutual):
+                t_terms = self.terms(teacher, batch)
+            s_terms = self.terms(student, batch, masked=self.pruned)
+            loss_s = self.student_objective(s_terms, self.target_log_p(t_terms))
+            loss_t = self.teacher_objective(t_terms, self.target_log_p(s_terms)) if mutual else None
         total = loss_s
         out = {"student": loss_s.detach()}
         if mutual:
-            loss_t = self.teacher_objective(t_terms, self.target_log_p(s_terms))
             total = total + loss_t
             out["teacher"] = loss_t.detach()
         optimizer = self.optimizers["actual"]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.models import KBCModel
-from ..core.onevsall import softmax_cross_entropy
+from ..core.onevsall import mutual_distillation, softmax_cross_entropy
 from ..core.regularizers import regularize
 from ..protocol.configbase import resolve_precision
 from .config import RunConfig
@@ -90,15 +90,54 @@ def chunked_fit_loss(
     :func:`kgdistill.core.onevsall.softmax_cross_entropy` in row chunks (``config.chunk_rows``),
     with bf16 score products when the run's precision resolves to bf16."""
     query, candidates, pair, relations, factors = model.score_inputs(batch, masked=masked)
-    bf16 = resolve_precision(config.precision, batch.device.type) == "bf16"
-    product = torch.bfloat16 if bf16 else torch.float32
+    product = product_dtype(config, batch.device)
     targets = batch[:, 2]
     rows = class_weights[targets] if class_weights is not None else None
     fit = softmax_cross_entropy(query, candidates, targets, rows, chunk_rows=config.chunk_rows, product_dtype=product)
+    return fit + _rp_and_penalty(pair, relations, factors, batch, config, product, 1.0)
+
+
+def product_dtype(config: RunConfig, device: torch.device) -> torch.dtype:
+    """The dtype of the chunked step's score products: bf16 when the run's precision resolves to it."""
+    return torch.bfloat16 if resolve_precision(config.precision, device.type) == "bf16" else torch.float32
+
+
+def _rp_and_penalty(pair, relations, factors, batch, config: RunConfig, product: torch.dtype, rp_scale: float):
+    """``rp_scale``·RP·relation CE (unweighted, as :func:`supervised_loss`) + the regularizer."""
+    out = regularize(config.regularizer, factors, config.reg_weight)
     if config.rp_weight > 0:
-        fit = fit + config.rp_weight * softmax_cross_entropy(
+        out = out + rp_scale * config.rp_weight * softmax_cross_entropy(
             pair, relations, batch[:, 1], chunk_rows=config.chunk_rows, product_dtype=product)
-    return fit + regularize(config.regularizer, factors, config.reg_weight)
+    return out
+
+
+def chunked_distillation_losses(
+    student: KBCModel,
+    teacher: KBCModel,
+    batch: torch.Tensor,
+    config: RunConfig,
+    class_weights: torch.Tensor | None = None,
+    pruned: bool = False,
+    mutual: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Actual-Train's L_S and L_T (None unless ``mutual``) in row chunks
+    (:func:`kgdistill.core.onevsall.mutual_distillation`): the fused objective of
+    :class:`~kgdistill.metasd.distillation.DistillationLearner` (``kl_mode: target_first``,
+    temperature 1, ``loss_weighting: alpha_beta``): w·(CE + RP·relation CE) + (1 − w)·KL + reg
+    with w = α for the student (``pruned``: the masked view), β for the teacher."""
+    with torch.set_grad_enabled(mutual and torch.is_grad_enabled()):
+        t_query, t_candidates, t_pair, t_relations, t_factors = teacher.score_inputs(batch)
+    s_query, s_candidates, s_pair, s_relations, s_factors = student.score_inputs(batch, masked=pruned)
+    product = product_dtype(config, batch.device)
+    targets = batch[:, 2]
+    rows = class_weights[targets] if class_weights is not None else None
+    loss_s, loss_t = mutual_distillation(
+        (s_query, s_candidates), (t_query, t_candidates), targets, config.alpha, config.beta, train_teacher=mutual,
+        row_weights=rows, chunk_rows=config.chunk_rows, product_dtype=product)
+    loss_s = loss_s + _rp_and_penalty(s_pair, s_relations, s_factors, batch, config, product, config.alpha)
+    if not mutual:
+        return loss_s, None
+    return loss_s, loss_t + _rp_and_penalty(t_pair, t_relations, t_factors, batch, config, product, config.beta)
 
 
 def baseline_loss(
