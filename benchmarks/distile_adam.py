@@ -13,12 +13,12 @@ reproducible), and ends with the line ``foreach_over_default_speedup <ratio>``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
-from kgdistill.core.records import device_description, pick_device
+from _options import DATA_DIR_HELP, add_common, add_dataset, load_data, setup
+from kgdistill.core.records import device_description
+from kgdistill.core.timer import timed
 from kgdistill.distile import DistilEConfig, kge
 from kgdistill.distile.sampling import corrupt
 from kgdistill.distile.trainer import DistilETrainer, build_backbone
@@ -26,17 +26,14 @@ from kgdistill.distile.trainer import DistilETrainer, build_backbone
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="WN18RR", type=dataset_argument, choices=sorted(ARCHIVES),
-                        help="benchmark name (its entity count sizes the tables)")
+    add_dataset(parser, "WN18RR", help="benchmark name (its entity count sizes the tables)")
     parser.add_argument("--model", default="RotatE", choices=sorted(kge.LOSS_KINDS), help="DistilE backbone")
     parser.add_argument("--dim", type=int, default=16, help="student dimension")
     parser.add_argument("--teacher-dim", type=int, default=64, help="teacher dimension")
     parser.add_argument("--batch-size", type=int, default=1024, help="positives per step (the paper's)")
     parser.add_argument("--negatives", type=int, default=25, help="negatives per positive (WN18RR's RotatE setting)")
     parser.add_argument("--steps", type=int, default=8, help="timed stage-2 steps per optimizer variant")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's)")
+    add_common(parser, data_dir_help=DATA_DIR_HELP)
     return parser
 
 
@@ -49,22 +46,18 @@ def _trainer(config: DistilEConfig, data, device: torch.device, teacher_state: d
 def _timed_steps(trainer: DistilETrainer, batches: list, device: torch.device) -> float:
     """Seconds per stage-2 step over ``batches``."""
     trainer.modules["teacher"].requires_grad_(True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for pos, neg in batches:
-        trainer.step(pos, neg, stage=2)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / len(batches)
+
+    def steps() -> None:
+        for pos, neg in batches:
+            trainer.step(pos, neg, stage=2)
+
+    return timed(steps, device)[0] / len(batches)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    data = load_dataset(args.dataset, args.data_dir)
+    device = setup(args)
+    data = load_data(args)
     base = {"dataset": data.name, "model": args.model, "batch_size": args.batch_size, "negatives": args.negatives}
     teacher = DistilEConfig(dim=args.teacher_dim, **base)
     config = DistilEConfig(dim=args.dim, method="ds", teacher=teacher.to_dict(), **base)

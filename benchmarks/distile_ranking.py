@@ -12,47 +12,37 @@ queries, checks that both give identical scores, and ends with the line
 from __future__ import annotations
 
 import argparse
-import time
 from unittest import mock
 
 import torch
 
-from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
-from kgdistill.core.records import device_description, pick_device
+from _options import DATA_DIR_HELP, add_common, add_dataset, load_data, setup
+from kgdistill.core.records import device_description
+from kgdistill.core.timer import Stopwatch
 from kgdistill.distile import kge
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="WN18RR", type=dataset_argument, choices=sorted(ARCHIVES),
-                        help="benchmark name (its entity count sizes the model)")
+    add_dataset(parser, "WN18RR", help="benchmark name (its entity count sizes the model)")
     parser.add_argument("--model", default="RotatE", choices=sorted(kge.LOSS_KINDS), help="DistilE backbone")
     parser.add_argument("--dims", type=int, nargs="+", default=[64], help="embedding dimensions to time")
     parser.add_argument("--queries", type=int, default=2048, help="random tail and head queries ranked")
     parser.add_argument("--batch-size", type=int, default=1024, help="queries per score_tails call (Table 5's)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's)")
+    add_common(parser, data_dir_help=DATA_DIR_HELP)
     return parser
 
 
 def _rank_all(model, queries: torch.Tensor, batch_size: int) -> tuple[float, torch.Tensor]:
-    device = model.device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = [model.score_tails(queries[s : s + batch_size]) for s in range(0, len(queries), batch_size)]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, torch.cat(out)
+    with Stopwatch(model.device) as watch:
+        out = [model.score_tails(queries[s : s + batch_size]) for s in range(0, len(queries), batch_size)]
+    return watch.seconds, torch.cat(out)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    data = load_dataset(args.dataset, args.data_dir)
+    device = setup(args)
+    data = load_data(args)
     print(f"{args.model} on {data.name} ({data.n_entities:,} entities), {args.queries} queries, batch {args.batch_size}, "
           f"{device_description(device)}, {torch.get_num_threads()} threads")
     generator = torch.Generator().manual_seed(0)

@@ -12,14 +12,15 @@ filtering and ranking add on top of the unavoidable matrix products (1.0 would b
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from kgdistill.core.datasets import ARCHIVES, SPLITS, dataset_argument, load_dataset
+from _options import add_common, add_dataset, load_data, setup
+from kgdistill.core.datasets import SPLITS
 from kgdistill.core.evaluation import TIE_POLICIES, filtered_ranks
 from kgdistill.core.models import BACKBONES, build_model
-from kgdistill.core.records import device_description, pick_device
+from kgdistill.core.records import device_description
+from kgdistill.core.timer import timed
 from kgdistill.metasd.config import RunConfig
 
 #: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, eval batch, ties, seed
@@ -28,7 +29,7 @@ DEFAULTS = RunConfig()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES), help="benchmark name")
+    add_dataset(parser, DEFAULTS.dataset, help="benchmark name")
     parser.add_argument("--split", default="test", choices=[s for s in SPLITS if s != "train"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="embedding ranks to time")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum of each is kept")
@@ -37,10 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--init-scale", type=float, default=0.1,
                         help="spread of the random embeddings (wider than training's init, so scores do not all tie)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    add_common(parser, seed=True)
     return parser
 
 
@@ -48,22 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    device = setup(args)
+    dataset = load_data(args)
     queries = dataset.queries(args.split).to(device)
     filters = dataset.filters.to(device)
     print(
@@ -90,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         filtered_ranks(model.score_tails, queries[: 2 * args.batch_size], filters, args.tie_policy, args.batch_size)
         eval_s, matmul_s = float("inf"), float("inf")
         for _ in range(args.repeats):
-            eval_s = min(eval_s, _timed(evaluation, device))
-            matmul_s = min(matmul_s, _timed(products, device))
+            eval_s = min(eval_s, timed(evaluation, device)[0])
+            matmul_s = min(matmul_s, timed(products, device)[0])
         ratio = eval_s / matmul_s
         worst = max(worst, ratio)
         print(f"{rank:>6} {eval_s:>9.3f} {matmul_s:>9.3f} {ratio:>7.2f}", flush=True)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import math
 import resource
-import time
 
 import torch
 
-from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from _options import DATA_DIR_HELP, add_common, add_dataset, load_data, setup
 from kgdistill.core.models import BACKBONES
-from kgdistill.core.records import device_description, pick_device
+from kgdistill.core.records import device_description
+from kgdistill.core.timer import Stopwatch
 from kgdistill.metasd.config import RunConfig
 from kgdistill.metasd.objective import fit_loss
 from kgdistill.metasd.training import PlainLearner
@@ -39,7 +39,7 @@ PAPER_DATASETS = ("FB15k-237", "WN18RR")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES), help="benchmark name")
+    add_dataset(parser, DEFAULTS.dataset, help="benchmark name")
     parser.add_argument("--recipes-of", default=None, choices=PAPER_DATASETS,
                         help="paper dataset whose recipes (batch, regularizer, RP) apply (default: --dataset, else FB15k-237)")
     parser.add_argument("--profile", default="paper", help="profile holding the recipes")
@@ -53,10 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--small-batches", type=int, nargs="+", default=[100, 1000],
                         help="batch sizes of the plain-step steps/s and floor figure")
     parser.add_argument("--compile", action="store_true", help="torch.compile the plain and RP steps' loss")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    add_common(parser, data_dir_help=DATA_DIR_HELP, seed=True)
     return parser
 
 
@@ -82,11 +79,6 @@ def compiled_step(learner: PlainLearner):
     return step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_config(args: argparse.Namespace, config: RunConfig, dataset, device: torch.device) -> dict:
     """Median and best seconds per step, kernels per step and peak memory (MiB) of ``config``'s learner."""
     if device.type == "cuda":
@@ -106,13 +98,11 @@ def time_config(args: argparse.Namespace, config: RunConfig, dataset, device: to
         for batch in batches[: args.warmup]:
             step(batch)
         kernels = "compiled" if compiled else count_kernels(lambda: step(batches[0]))
-        _sync(device)
         times = []
         for batch in batches[args.warmup :]:
-            start = time.perf_counter()
-            step(batch)
-            _sync(device)
-            times.append(time.perf_counter() - start)
+            with Stopwatch(device) as watch:
+                step(batch)
+            times.append(watch.seconds)
     times.sort()
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
@@ -123,14 +113,12 @@ def time_config(args: argparse.Namespace, config: RunConfig, dataset, device: to
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = setup(args)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # per precision below
     precisions = args.precisions or (["fp32", "tf32", "bf16"] if device.type == "cuda" else ["fp32", "bf16"])
     profile = load_profile(args.profile)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_data(args)
     graph = GraphSize.from_dataset(dataset)
     print(f"gpu_epoch: {dataset.name} ({graph.entities} entities, {2 * graph.train} reciprocal train triples), "
           f"rank {args.rank}, {args.steps} timed steps after {args.warmup}; device {device_description(device)}; "

@@ -17,6 +17,7 @@ import argparse
 
 import torch
 
+from _options import add_common
 from kgdistill.core.datasets import load_dataset
 from kgdistill.core.models import build_model
 from kgdistill.metasd.config import METHODS, RunConfig
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="tf32", choices=sorted(H100.flops_per_second), help="arithmetic of the steps")
     parser.add_argument("--match", nargs="+", default=None, help="only runs whose row, recipe, dataset or name contains one of these")
     parser.add_argument("--count-kernels", action="store_true", help="also count each method's kernels per step on CPU")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (for --count-kernels)")
+    add_common(parser, device=False, threads=False, data_dir_help="folder with the archives (for --count-kernels)")
     return parser
 
 

@@ -17,13 +17,12 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import torch
 
-from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from _options import add_common, add_dataset, load_data, setup
 from kgdistill.core.models import BACKBONES
-from kgdistill.core.records import pick_device
+from kgdistill.core.timer import Stopwatch
 from kgdistill.metasd.config import META_ORDERS, RunConfig
 from kgdistill.protocol.runner import make_trainer
 
@@ -33,11 +32,11 @@ DEFAULTS = RunConfig()
 
 
 def build(args, method: str, meta_order: str = DEFAULTS.meta_order):
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_data(args)
     config = RunConfig(dataset=args.dataset, method=method, model=args.model, rank=args.rank,
                        batch_size=args.batch_size, init_scale=0.1, rp_weight=args.rp_weight, meta_order=meta_order)
     torch.manual_seed(0)
-    device = pick_device(args.device)
+    device = setup(args)
     learner = make_trainer(config, dataset, device)
     learner.start_epoch(1)
     train = dataset.reciprocal(dataset.train)
@@ -48,11 +47,9 @@ def build(args, method: str, meta_order: str = DEFAULTS.meta_order):
 def time_steps(learner, batches, device) -> list[float]:
     times = []
     for batch in batches:
-        start = time.perf_counter()
-        learner.train_step(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        with Stopwatch(device, sync_before=False) as watch:
+            learner.train_step(batch)
+        times.append(watch.seconds)
     return times[1:]  # the first step warms up
 
 
@@ -67,14 +64,13 @@ def peak_memory_child(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES))
+    add_dataset(parser, DEFAULTS.dataset)
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--rank", type=int, default=DEFAULTS.rank)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (after one warm-up)")
     parser.add_argument("--rp-weight", type=float, default=DEFAULTS.rp_weight, help="relation-prediction weight of both steps")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
+    add_common(parser, threads=False)
     parser.add_argument("--memory", action="store_true", help="also measure peak memory of MetaSD steps in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser

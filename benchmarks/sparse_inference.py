@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from _options import add_common, add_dataset, load_data
 from kgdistill.compression.sparse import SparseScorer, export_sparse, load_sparse
-from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
 from kgdistill.core.models import BACKBONES, build_model, rank_for_budget
 from kgdistill.core.pruning import magnitude_mask
+from kgdistill.core.timer import timed
 from kgdistill.metasd.config import RunConfig
 
 #: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, pruning rate γ, eval batch
@@ -29,13 +29,12 @@ DEFAULTS = RunConfig()
 
 
 def queries_per_second(scorer, queries: torch.Tensor, batch_size: int, repeats: int) -> float:
-    best = float("inf")
+    def rank_all() -> None:
+        for i in range(0, len(queries), batch_size):
+            scorer(queries[i : i + batch_size])
+
     with torch.no_grad():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for i in range(0, len(queries), batch_size):
-                scorer(queries[i : i + batch_size])
-            best = min(best, time.perf_counter() - start)
+        best = min(timed(rank_all, "cpu", repeats=repeats), default=float("inf"))
     return len(queries) / best
 
 
@@ -47,21 +46,21 @@ def state_bytes(model: torch.nn.Module) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES))
+    add_dataset(parser, DEFAULTS.dataset)
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--rank", type=int, default=500)
     parser.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="pruning rate: the student keeps 1 - gamma of the weights")
     parser.add_argument("--queries", type=int, default=2000, help="test queries ranked per repeat")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size, help="queries per score matrix (the eval default)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
+    add_common(parser, device=False, threads=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_data(args)
     torch.manual_seed(0)
     teacher = build_model(args.model, dataset.n_entities, dataset.n_relations, args.rank, init_scale=0.1)
     teacher.set_masks(magnitude_mask(teacher.prunable(), args.gamma))

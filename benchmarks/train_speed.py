@@ -14,14 +14,14 @@ arithmetic.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from kgdistill.core.datasets import ARCHIVES, dataset_argument, load_dataset
+from _options import add_common, add_dataset, load_data, setup
 from kgdistill.core.models import BACKBONES
-from kgdistill.core.records import device_description, pick_device
+from kgdistill.core.records import device_description
 from kgdistill.core.regularizers import REGULARIZERS
+from kgdistill.core.timer import timed
 from kgdistill.metasd.config import RunConfig
 from kgdistill.metasd.training import PlainLearner
 from kgdistill.study.costs import QUERY_WIDTH, count_kernels, floor_seconds
@@ -32,7 +32,7 @@ DEFAULTS = RunConfig()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, type=dataset_argument, choices=sorted(ARCHIVES), help="benchmark name")
+    add_dataset(parser, DEFAULTS.dataset, help="benchmark name")
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 500], help="embedding ranks to time")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, DEFAULTS.batch_size],
                         help="triples per training step (the kbc/DURA recipes use 100)")
@@ -41,20 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--regularizer", default=DEFAULTS.regularizer, choices=sorted(REGULARIZERS))
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:i]'")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--data-dir", default=None, help="folder with the archives (default: the library's, KGC_DATA_DIR or ../shared/data, else download)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    add_common(parser, seed=True)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_rank(args: argparse.Namespace, dataset, device: torch.device, rank: int, batch_size: int) -> dict[str, float]:
@@ -74,24 +66,20 @@ def time_rank(args: argparse.Namespace, dataset, device: torch.device, rank: int
         learner.train_step(next(batches))
     batch = next(batches)
     kernels = count_kernels(lambda: learner.train_step(batch))
-    _sync(device)
-    per_step = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
+
+    def timed_batches() -> None:
         for _ in range(args.batches):
             learner.train_step(next(batches))
-        _sync(device)
-        per_step.append((time.perf_counter() - start) / args.batches)
+
+    per_step = [seconds / args.batches for seconds in timed(timed_batches, device, repeats=args.repeats)]
     per_step.sort()
     return {"best": per_step[0], "median": per_step[len(per_step) // 2], "kernels": kernels}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    device = setup(args)
+    dataset = load_data(args)
     print(
         f"train_speed: {dataset.name} ({dataset.n_entities} entities, {len(dataset.train)} train triples), "
         f"{args.model}, {args.batches} timed batches x {args.repeats} repeats after {args.warmup} warm-up; "

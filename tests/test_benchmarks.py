@@ -2,10 +2,14 @@
 
 A benchmark option named like a :class:`~kgdistill.metasd.config.RunConfig` field defaults to that
 field's default (or to the field named in ``FROM_CONFIG``); the options left to a benchmark on
-purpose are listed in ``OWN``.
+purpose are listed in ``OWN``. The options every benchmark shares (``--dataset``, ``--device``,
+``--threads``, ``--data-dir``) come from the helper module ``benchmarks/_options.py`` (``HELPERS``:
+modules of the folder that are not benchmarks).
 """
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
 import importlib.util
 from pathlib import Path
@@ -19,6 +23,11 @@ from kgdistill.core.regularizers import REGULARIZERS
 from kgdistill.metasd.config import META_ORDERS, RunConfig
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+#: modules of benchmarks/ that the benchmarks import (run as ``python benchmarks/x.py``, they find
+#: them in their own folder); not benchmarks themselves
+HELPERS = {"_options"}
+#: the options only the helper adds
+SHARED = ("--dataset", "--device", "--threads", "--data-dir")
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 #: option -> the RunConfig field whose default it takes (options named like a field take that field's)
@@ -60,6 +69,12 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def benchmarks_on_path(monkeypatch):
+    """The benchmarks' folder on ``sys.path``, as ``python benchmarks/x.py`` puts it (for ``HELPERS``)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
 def load(name: str):
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -68,7 +83,39 @@ def load(name: str):
 
 
 def test_every_benchmark_is_checked():
-    assert sorted(p.stem for p in BENCHMARKS.glob("*.py")) == sorted(TINY)
+    stems = {p.stem for p in BENCHMARKS.glob("*.py")}
+    assert HELPERS <= stems
+    assert sorted(stems - HELPERS) == sorted(TINY)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_shared_options_come_from_the_helper(name):
+    """No benchmark adds --dataset, --device, --threads or --data-dir itself: ``_options`` does."""
+    tree = ast.parse((BENCHMARKS / f"{name}.py").read_text())
+    assert any(isinstance(n, ast.ImportFrom) and n.module == "_options" for n in tree.body)
+    own = [n.args[0].value for n in ast.walk(tree)
+           if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "add_argument" and n.args
+           and isinstance(n.args[0], ast.Constant)]
+    assert not set(own) & set(SHARED), f"{name} adds {sorted(set(own) & set(SHARED))} itself"
+
+
+def test_the_helper_applies_threads_and_device():
+    import torch
+
+    options = importlib.import_module("_options")
+    parser = argparse.ArgumentParser()
+    options.add_common(parser, seed=True)
+    assert [a.dest for a in parser._actions[1:]] == ["device", "threads", "data_dir", "seed"]
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        assert options.setup(parser.parse_args(["--device", "cpu", "--threads", str(wanted)])) == torch.device("cpu")
+        assert torch.get_num_threads() == wanted
+        torch.set_num_threads(before)
+        options.setup(parser.parse_args(["--device", "cpu"]))  # 0: torch's default, left as it is
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", sorted(set(TINY) - PER_PROFILE - DISTILE))

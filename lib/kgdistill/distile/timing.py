@@ -1,11 +1,10 @@
 """Inference timing of Table 5: link prediction over a set of triples, per embedding dimension."""
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..core.datasets import KGDataset
+from ..core.timer import timed
 from .kge import KGEModel, build_kge
 
 
@@ -20,19 +19,15 @@ def time_link_prediction(model: KGEModel, triples: torch.Tensor, batch_size: int
     device = model.device
     r = model.n_relations
     queries = torch.cat([triples, torch.stack([triples[:, 2], triples[:, 1] + r, triples[:, 0]], 1)]).to(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+
+    def rank_all() -> None:
         for s in range(0, len(queries), batch_size):
             batch = queries[s : s + batch_size]
             scores = model.score_tails(batch)
             target = scores.gather(1, batch[:, 2:3])
             (scores > target).sum(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+
+    times = timed(rank_all, device, repeats=repeats)
     return sum(times) / len(times)
 
 

@@ -40,6 +40,7 @@ from ..core.records import (
     provenance,
     remove_orphan_temporaries,
 )
+from ..core.timer import Stopwatch
 from .configbase import ConfigBase, resolve_precision
 
 log = logging.getLogger("kgdistill")
@@ -152,11 +153,9 @@ class TrainerBase:
     @contextmanager
     def timed(self, phase: str):
         """Add the wall time of the block to ``phase_seconds[phase]`` (syncs CUDA for honest numbers)."""
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
+        with Stopwatch(self.device, sync_before=False) as watch:
+            yield
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + watch.seconds
 
 
 def _validate(trainer: TrainerBase, dataset: KGDataset, config: ConfigBase, device: torch.device,
@@ -219,10 +218,9 @@ def fit(
     for epoch in range(first_epoch, config.max_epochs + 1):
         if plateau.reached:  # resumed from the checkpoint that reached it
             break
-        t0 = time.perf_counter()
-        with trainer.precision_context():
+        with Stopwatch(None) as watch, trainer.precision_context():  # wall clock, no synchronisation
             fields = trainer.train_epoch(epoch, generator)
-        entry = {"epoch": epoch, "seconds": time.perf_counter() - t0, **fields}
+        entry = {"epoch": epoch, "seconds": watch.seconds, **fields}
         if not all(math.isfinite(v) for v in entry["loss"].values()):
             bar.close()
             fixes = [fix for field, fix in (("learning_rate", "lower learning_rate"), ("init_scale", "init_scale"),
@@ -234,12 +232,12 @@ def fit(
         bar.update(1)
         history.append(entry)
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            t0 = time.perf_counter()
-            entry["valid"] = _validate(trainer, dataset, config, device)
-            if config.test_history:  # for measuring test-set selection only; selection reads valid
-                entry["test"] = _validate(trainer, dataset, config, device, split="test")
+            with Stopwatch(None) as watch:  # wall clock, no synchronisation
+                entry["valid"] = _validate(trainer, dataset, config, device)
+                if config.test_history:  # for measuring test-set selection only; selection reads valid
+                    entry["test"] = _validate(trainer, dataset, config, device, split="test")
             # apart from "seconds" (training only): filtered validation can outlast the epoch itself
-            entry["valid_seconds"] = time.perf_counter() - t0
+            entry["valid_seconds"] = watch.seconds
             mrr = entry["valid"][trainer.selected]["MRR"]
             if mrr > best["mrr"]:
                 best = {"epoch": epoch, "mrr": mrr, "state": trainer.model_state()}

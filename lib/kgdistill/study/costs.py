@@ -308,10 +308,10 @@ def floor_seconds(n_candidates: int, width: int, batch: int, device, repeats: in
     ``repeats`` after one warm-up): the bare forward score product (batch × width by width ×
     candidates), the cross-entropy's log-softmax and its backward (the two gradient products),
     on random fp32 tensors - what any implementation of the step must do at least."""
-    import time
-
     import torch
     import torch.nn.functional as F
+
+    from ..core.timer import Stopwatch
 
     gen = torch.Generator().manual_seed(seed)
     query = torch.randn(batch, width, generator=gen).to(device).requires_grad_()
@@ -319,10 +319,8 @@ def floor_seconds(n_candidates: int, width: int, batch: int, device, repeats: in
     target = torch.randint(n_candidates, (batch,), generator=gen).to(device)
     times = []
     for _ in range(repeats + 1):
-        start = time.perf_counter()
-        F.cross_entropy(query @ table.T, target).backward()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        with Stopwatch(device, sync_before=False) as watch:
+            F.cross_entropy(query @ table.T, target).backward()
+        times.append(watch.seconds)
         query.grad = table.grad = None
     return min(times[1:])

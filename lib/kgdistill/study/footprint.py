@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 
 
     from ..compression import sparse
     from ..core.evaluation import evaluate
+    from ..core.timer import timed
     from ..protocol.runner import load_best
 
     run_dir = Path(run_dir)
@@ -78,14 +78,8 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 
     q = dataset.queries("test")[:queries]
 
     def best_time(fn) -> float:
-        best = math.inf
         with torch.no_grad():
-            fn(q)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn(q)
-                best = min(best, time.perf_counter() - start)
-        return best
+            return min(timed(lambda: fn(q), "cpu", repeats=repeats, warmup=1), default=math.inf)
 
     buffer = io.BytesIO()
     torch.save({"entity": source.entity.detach(), "relation": source.relation.detach()}, buffer)
