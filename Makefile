@@ -11,12 +11,12 @@ PYTHON := $(VENV)/bin/python
 # kgdistill.core.environment.default_data_dir owns that default (scripts/reproduce.py and
 # notebooks/conftest.py pass it to the notebook kernels as an absolute path).
 
-.PHONY: reproduce runs test unit nbval notebooks clean-smoke help
+.PHONY: reproduce runs test lint unit nbval notebooks clean-smoke help
 
 help:
 	@echo "make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1]  - run the notebooks with a profile -> results/<profile>/"
 	@echo "make runs [PROFILE=cpu|paper]                         - train the profile's missing runs only (no notebooks)"
-	@echo "make test                                             - unit tests and nbval on notebooks/"
+	@echo "make test                                             - ruff, unit tests and nbval on notebooks/"
 	@echo "make notebooks                                        - re-execute notebooks/ in place with the smoke profile (commit them)"
 	@echo "make clean-smoke                                      - delete the smoke run records (after a library change)"
 
@@ -31,7 +31,11 @@ reproduce: $(PYTHON)
 runs: $(PYTHON)
 	$(PYTHON) scripts/train_runs.py --profile $(PROFILE)
 
-test: unit nbval
+test: lint unit nbval
+
+# ruff (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, sorted imports, 120 columns
+lint: $(PYTHON)
+	$(VENV)/bin/ruff check lib tests scripts benchmarks notebooks/conftest.py
 
 unit: $(PYTHON)
 	$(VENV)/bin/pytest tests

@@ -14,7 +14,10 @@ import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from kgdistill import figures  # noqa: E402
+from kgdistill import figures, study  # noqa: E402
+from kgdistill.study.distile.claims import ds_verdict  # noqa: E402
+from kgdistill.study.distile.curves import curves_figure  # noqa: E402
+from kgdistill.study.distile.figures import dimension_grid_figure  # noqa: E402
 from kgdistill.study.outputs import save_figure, stamp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,9 +129,13 @@ def test_the_footer_goes_under_the_notes(tmp_path):
 
 
 @pytest.mark.parametrize("notebook, call", [
+    ("00_datasets.ipynb", "figures.relation_frequency("),
     ("01_main_results.ipynb", "figures.table1_dots("),
+    ("02_long_tail.ipynb", "figures.bucket_bars("),
     ("03_ablation.ipynb", "figures.valid_curves("),
     ("05_size_accuracy.ipynb", "figures.size_accuracy("),
+    ("06_distile.ipynb", "study.curves_figure("),
+    ("06_distile.ipynb", "study.dimension_grid_figure("),
 ])
 def test_the_notebooks_draw_these_figures(notebook, call):
     code = "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / notebook, as_version=4).cells
@@ -144,3 +151,72 @@ def test_figure1_marks_recipes_whose_runs_hit_their_budget():
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["DURA †", "MetaSD student"]
     assert any("not converged" in t.get_text() for t in fig.texts)
+
+
+def bar_heights(ax) -> list[float]:
+    return [patch.get_height() for patch in ax.patches]
+
+
+def test_relation_frequency_sorts_each_benchmark_and_marks_the_threshold():
+    fig = figures.relation_frequency({"FB": [5, 300, 20, 1000], "WN": [7]}, threshold=100)
+    fb, wn = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["FB: 4 relations", "WN: 1 relations"]
+    assert bar_heights(fb) == [1000, 300, 20, 5] and bar_heights(wn) == [7]  # most frequent first
+    assert [p.get_width() for p in fb.patches] == [1.0] * 4
+    assert fb.get_yscale() == "log" and fb.get_xlabel() == "relation (sorted by frequency)"
+    assert fb.get_ylabel() == "training triples"
+    (line,) = fb.get_lines()  # the threshold, dashed, across the panel
+    assert list(line.get_ydata()) == [100, 100] and line.get_linestyle() == "--"
+    assert [t.get_text() for t in fb.get_legend().get_texts()] == ["100 triples"]
+    assert tuple(fig.get_size_inches()) == (12, 3.6)
+    with pytest.raises(ValueError, match="no benchmark"):
+        figures.relation_frequency({}, 100)
+
+
+def test_bucket_bars_put_one_bar_per_model_in_each_bucket():
+    buckets = pd.DataFrame({"relations": [2, 13], "triples": [2, 64], "DURA †": [0.6, 0.8], "MetaSD": [0.3, 0.2]},
+                           index=pd.Index(["[0, 20)", ">= 20"], name="bucket"))
+    fig = figures.bucket_bars({"FB15k-237": buckets, "WN18RR": buckets}, {"FB15k-237": "FB15k-237 (UMLS)"})
+    ax, other = fig.axes
+    assert ax.get_title() == "FB15k-237 (UMLS)" and other.get_title() == "WN18RR"  # no title given: the key
+    assert ax.get_xlabel() == "training triples per relation" and ax.get_ylabel() == "test MRR"
+    assert bar_heights(ax) == [0.6, 0.8, 0.3, 0.2]  # model by model; relations and triples are no bars
+    centres = [p.get_x() + p.get_width() / 2 for p in ax.patches]
+    assert centres == pytest.approx([-0.2, 0.8, 0.2, 1.2])  # side by side around each bucket's tick
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["[0, 20)\n(2 rel., 2 test)", ">= 20\n(13 rel., 64 test)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["DURA †", "MetaSD"]
+    with pytest.raises(ValueError, match="no dataset"):
+        figures.bucket_bars({})
+
+
+def test_the_dimension_grid_is_a_heatmap_with_its_values_and_untrained_cells_named():
+    grid = pd.DataFrame([[0.136, nan, 0.076], [0.067, 0.085, 0.071]], index=["16 †", "32"], columns=[8, 4, 2])
+    fig = dimension_grid_figure(grid)
+    ax, colorbar = fig.axes
+    assert ax.get_title() == "Figure 2: student test MRR"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("student dim", "teacher dim")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "4", "2"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["16 †", "32"]
+    texts = [(t.get_text(), t.get_color()) for t in ax.texts]
+    assert texts == [("0.136", "w"), ("not trained", "k"), ("0.076", "w"), ("0.067", "w"), ("0.085", "w"),
+                     ("0.071", "w")]
+    assert ax.get_images()[0].get_array().shape == (2, 3)
+    assert colorbar.get_ylim() == pytest.approx((0.067, 0.136))
+    assert study.dimension_grid_figure is dimension_grid_figure
+    with pytest.raises(ValueError, match="empty"):
+        dimension_grid_figure(grid.iloc[:0])
+
+
+def test_curves_figure_heads_the_figure_only_when_asked():
+    frame = pd.DataFrame({"no-DS": [0.1, 0.2, nan], "DS": [0.1, 0.25, 0.3]}, index=pd.Index([1, 2, 3], name="epoch"))
+    panels = {"TransE": (frame, 1), "RotatE": (frame, None)}
+    fig = curves_figure(panels, suptitle="Table 3 (UMLS): 2-dim students")
+    assert fig._suptitle.get_text() == "Table 3 (UMLS): 2-dim students" and fig._suptitle.get_position()[1] == 1.02
+    assert [ax.get_title() for ax in fig.axes] == ["TransE", "RotatE"]
+    first = fig.axes[0]
+    assert [len(line.get_xdata()) for line in first.get_lines()] == [2, 3, 2]  # no-DS stops at 2; the switch line
+    assert list(first.get_lines()[2].get_xdata()) == [1.5, 1.5]
+    plain = curves_figure(panels)
+    assert plain._suptitle is None  # the panels' titles never become the figure's
+    assert study.curves_figure is curves_figure and study.curves_summary(panels).index.tolist() == ["TransE", "RotatE"]
+    assert study.ds_verdict is ds_verdict  # notebook 06 imports only the facade

@@ -24,7 +24,7 @@ import yaml
 
 from kgdistill import study
 from kgdistill.metasd.config import RunConfig
-from kgdistill.study.outputs import save_figure, save_table, stamp
+from kgdistill.study.outputs import save_figure, save_table, save_tables, stamp
 from kgdistill.study.profile import (
     RunSpec,
     all_specs,
@@ -121,6 +121,28 @@ def test_every_profile_section_is_read_by_a_notebook_through_the_facade():
     for name, text in code.items():
         for inline in ("S.run(", "study.runs_frame(", "S.table(", "table1_rows(", "study.footprint(", "compare("):
             assert inline not in text, f"{name}: {inline}...) belongs in the facade (kgdistill.study)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_thin_library_calls(path):
+    """A notebook imports the facade (``from kgdistill import study``, and ``figures``), never a
+    module of the library; it draws no figure with matplotlib itself (the figure functions do),
+    and saves several tables with one ``S.save_tables(...)``, not a loop of ``S.save_table``."""
+    import ast
+
+    for cell in code_cells(path):
+        lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        tree = ast.parse("\n".join(lines))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kgdistill"):
+                assert node.module == "kgdistill", f"{path.name}: cell {cell.get('id')} imports from {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("kgdistill.") for a in node.names), f"{path.name}: {cell.get('id')}"
+            if isinstance(node, (ast.For, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                calls = {n.func.attr for n in ast.walk(node)
+                         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+                assert "save_table" not in calls, f"{path.name}: cell {cell.get('id')} loops over save_table"
+        assert "plt." not in cell.source, f"{path.name}: cell {cell.get('id')} draws inline; add a figure function"
 
 
 def test_the_readme_lists_every_notebook():
@@ -387,6 +409,63 @@ def test_a_saved_table_with_row_levels_prints_one_label_per_row(demo_root):
     assert "TransE / 8 / no-DS & 0.2000" in tex
     back = pd.read_csv(paths["csv"], index_col=[0, 1, 2])  # the CSV keeps the levels as columns
     assert list(back.index.names) == ["model", "dim", "method"]
+
+
+def test_save_tables_names_each_table_after_its_key_and_prints_its_files(demo_root, capsys):
+    import pandas as pd
+
+    frames = {("UMLS", 10): pd.DataFrame({"MRR": [0.1]}, index=["CP"]),
+              ("Kinship", 20): pd.DataFrame({"MRR": [0.2]}, index=["CP"])}
+    out = save_tables(frames, "t_{key[0]}_r{key[1]}", "demo", caption="rank {key[1]}, {title}",
+                      titles=lambda key: key[0].lower(), footer="stamp", note="a note")
+    folder = demo_root / "results" / "demo" / "tables"
+    assert list(out) == list(frames)
+    assert out[("UMLS", 10)] == {ext: folder / f"t_UMLS_r10.{ext}" for ext in ("csv", "md", "tex")}
+    printed = capsys.readouterr().out
+    # what the notebooks' loop printed: one sorted list of the table's files per line
+    assert printed == "".join(f"{sorted(str(p) for p in paths.values())}\n" for paths in out.values())
+    assert out[("Kinship", 20)]["md"].read_text().startswith("rank 20, kinship\n\nstamp\n\n")
+    # the same files as save_table with the caption and footer joined (the LaTeX label is the name)
+    single = save_table(frames[("UMLS", 10)], "single", "demo", caption="rank 10, umls\n\nstamp", note="a note")
+    assert {ext: p.read_text().replace("tab:single", "tab:t_UMLS_r10") for ext, p in single.items()} == {
+        ext: p.read_text() for ext, p in out[("UMLS", 10)].items()}
+    titled = save_tables({"FB": frames[("UMLS", 10)]}, "x_{key}", "demo", caption="{title} {{not a field}}",
+                         titles={"FB": "FB15k-237"}, show=False)
+    assert titled["FB"]["md"].read_text().startswith("FB15k-237 {not a field}\n\n|") and capsys.readouterr().out == ""
+    named = save_tables({"a": frames[("UMLS", 10)]}, lambda key: f"fn_{key}", "demo", caption=lambda key: f"cap {key}")
+    assert named["a"]["csv"] == folder / "fn_a.csv" and named["a"]["md"].read_text().startswith("cap a\n\n|")
+
+
+def test_save_tables_of_one_frame_takes_name_and_caption_as_they_are(demo_root, capsys):
+    import pandas as pd
+
+    out = save_tables(pd.DataFrame({"MRR": [0.1]}, index=["CP"]), "one_{key}", "demo", caption="Sec. {4.2}")
+    assert list(out) == ["one_{key}"] and out["one_{key}"]["md"].read_text().startswith("Sec. {4.2}\n\n|")
+    assert capsys.readouterr().out == f"{sorted(str(p) for p in out['one_{key}'].values())}\n"
+    with pytest.raises(TypeError, match="one frame"):
+        save_tables(pd.DataFrame({"MRR": [0.1]}), lambda key: "x", "demo")
+
+
+def test_study_save_tables_writes_and_prints_what_the_notebooks_loop_did(tmp_path, capsys):
+    """``S.save_tables(tables, "table1_{key}", records, caption="... {title}", titles=S.title)``
+    against the loop the notebooks had: the same files and bytes, the same printed lines."""
+    import pandas as pd
+
+    tables = {ds: pd.DataFrame({"MRR": [mrr]}, index=["CP"]) for ds, mrr in (("FB15k-237", 0.1), ("WN18RR", 0.2))}
+    records = [fake_record(0.3)]
+    loop = study.Study("smoke", results_dir=tmp_path / "loop")
+    for ds, frame in tables.items():
+        paths = loop.save_table(frame, f"table1_{ds}", records, caption=f"Table 1, {loop.title(ds)}")
+        print(sorted(str(p) for p in paths.values()))
+    printed_by_loop = capsys.readouterr().out
+    S = study.Study("smoke", results_dir=tmp_path / "call")
+    out = S.save_tables(tables, "table1_{key}", records, caption="Table 1, {title}", titles=S.title)
+    assert capsys.readouterr().out == printed_by_loop.replace(str(tmp_path / "loop"), str(tmp_path / "call"))
+    for ds in tables:
+        for ext, path in out[ds].items():
+            assert path.read_bytes() == (tmp_path / "loop" / "tables" / f"table1_{ds}.{ext}").read_bytes()
+    assert "(trained on UMLS as a stand-in)" in out["WN18RR"]["md"].read_text()  # the title, from S.title
+    assert study.save_tables is save_tables
 
 
 def test_a_saved_figure_is_a_valid_png_and_pdf_with_its_footer(demo_root):

@@ -8,7 +8,7 @@ under ``results/<profile>/``. The work is done elsewhere: :mod:`kgdistill.study.
 configs, specs, published numbers), :mod:`kgdistill.study.tables` (records -> DataFrames),
 :mod:`kgdistill.study.outputs` (stamps, files), :mod:`kgdistill.study.footprint`, :mod:`kgdistill.protocol.runner`
 (training). The names the notebooks use from those modules are re-exported here
-(``study.published``, ``study.format_table``, ``study.runs_frame``, ...).
+(``study.published``, ``study.format_table``, ``study.runs_frame``, notebook 06's ``study.ds_verdict``, ...).
 
 Everything a Study writes goes under one root, ``results_dir`` (default ``results/<profile>/``):
 ``tables/``, ``figures/`` and, when a root is chosen, the records in ``runs/`` (``runs_dir``
@@ -22,14 +22,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from ..core.environment import profile_env, show_library_log
 from ..metasd.config import RunConfig
+from .distile.claims import ds_verdict
+from .distile.curves import curves_figure, curves_summary
+from .distile.figures import dimension_grid_figure
 from .footprint import Footprint, ensure_weights, footprint, read_record
-from .outputs import output_root, save_figure, save_table, stamp
+from .outputs import output_root, save_figure, save_table, save_tables, stamp
 from .profile import (
     NamedRunSpec,
     RunSpec,
@@ -68,7 +71,8 @@ __all__ = [
     "all_specs", "bucket_frame", "bucket_table", "config_for", "ensure_weights", "figure1_specs", "footprint",
     "footprint_specs", "format_table", "formatted", "load_profile", "model_dim", "model_name", "profile_path",
     "published", "read_record", "record_for", "results_dir", "results_table", "run_all", "runs_frame", "save_figure",
-    "save_table", "setup", "size_accuracy_frame", "stamp", "table_specs", "trained_on", "valid_curves",
+    "save_table", "save_tables", "setup", "size_accuracy_frame", "stamp", "table_specs", "trained_on", "valid_curves",
+    "curves_figure", "curves_summary", "dimension_grid_figure", "ds_verdict",
 ]
 
 
@@ -383,6 +387,14 @@ class Study:
         """``<root>/tables/<name>.{csv,md,tex}``, the caption followed by the provenance stamp."""
         full = (caption + "\n\n" if caption else "") + self.stamp(records)
         return save_table(frame, name, self.profile, caption=full, note=note, root=self.root)
+
+    def save_tables(self, frames: pd.DataFrame | Mapping[Hashable, pd.DataFrame], name: str | Callable, records=None,
+                    caption: str | Callable = "", titles: Mapping | Callable | None = None, note: str = "",
+                    show: bool = True) -> dict[Hashable, dict[str, Path]]:
+        """:meth:`save_table` for each ``{key: frame}`` (or one frame), printing each one's files; ``name``,
+        ``caption``: templates of ``{key}``, ``{title}`` or functions of the key (:func:`.outputs.save_tables`)."""
+        return save_tables(frames, name, self.profile, caption, titles, footer=self.stamp(records), note=note,
+                           root=self.root, show=show)
 
     def save_figure(self, fig, name: str, records=None) -> dict[str, Path]:
         """``<root>/figures/<name>.{png,pdf}`` with the provenance stamp as footer."""

@@ -7,7 +7,11 @@
 * :func:`size_accuracy`: Figure 1, measured and published MRR against non-zero parameters on the
   same axes (both panels share x and y; y starts at 0, so that no panel exaggerates differences);
 * :func:`valid_curves`: validation MRR by epoch, mean over seeds (min..max band), curves that
-  coincide within :data:`SAME_CURVE` drawn once with both names.
+  coincide within :data:`SAME_CURVE` drawn once with both names;
+* :func:`relation_frequency`: training triples per relation, sorted, one panel per benchmark, the
+  long-tail threshold as a dashed line (notebook 00);
+* :func:`bucket_bars`: test MRR per relation-frequency bucket, one bar per model, one panel per
+  dataset (notebook 02).
 
 Each returns a matplotlib figure; :func:`kgdistill.study.outputs.save_figure` adds the provenance
 footer below the notes. Imports no torch.
@@ -239,4 +243,50 @@ def valid_curves(curves: pd.DataFrame, title: str, tolerance: float = SAME_CURVE
     ax.legend(fontsize=8)
     fig.tight_layout()
     add_notes(fig, notes)
+    return fig
+
+
+def relation_frequency(counts: Mapping[str, Sequence[int]], threshold: int):
+    """Training triples per relation (``{benchmark: one count per relation}``, any order), sorted
+    from the most frequent relation, as bars on a log scale: one panel per benchmark, titled with
+    its number of relations, and the long-tail ``threshold`` as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    if not counts:
+        raise ValueError("relation_frequency: no benchmark to draw")
+    fig, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 3.6), squeeze=False)
+    for ax, (name, values) in zip(axes[0], counts.items()):
+        values = sorted((int(v) for v in values), reverse=True)
+        ax.bar(range(len(values)), values, width=1.0, color="tab:blue")
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold} triples")
+        ax.set_yscale("log")
+        ax.set(title=f"{name}: {len(values)} relations", xlabel="relation (sorted by frequency)",
+               ylabel="training triples")
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def bucket_bars(buckets: Mapping[str, pd.DataFrame], titles: Mapping[str, str] | None = None, metric: str = "MRR"):
+    """Test ``metric`` (the one the frames hold) by relation-frequency bucket (``{dataset: frame}``
+    of :func:`kgdistill.study.tables.bucket_frame`: buckets as rows, columns ``relations``,
+    ``triples`` and one per model): one panel per dataset titled ``titles[dataset]``, one bar per
+    model side by side in each bucket, each bucket labelled with its relations and test triples."""
+    import matplotlib.pyplot as plt
+
+    if not buckets:
+        raise ValueError("bucket_bars: no dataset to draw")
+    titles = titles or {}
+    fig, axes = plt.subplots(1, len(buckets), figsize=(7 * len(buckets), 3.8), squeeze=False)
+    for ax, (ds, frame) in zip(axes[0], buckets.items()):
+        models = [c for c in frame.columns if c not in ("relations", "triples")]
+        width = 0.8 / len(models)
+        for i, model in enumerate(models):
+            ax.bar([j + (i - (len(models) - 1) / 2) * width for j in range(len(frame))], frame[model], width=width,
+                   label=model)
+        labels = [f"{b}\n({n} rel., {t} test)" for b, n, t in zip(frame.index, frame["relations"], frame["triples"])]
+        ax.set_xticks(range(len(frame)), labels, fontsize=7)
+        ax.set(title=titles.get(ds, ds), xlabel="training triples per relation", ylabel=f"test {metric}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig

@@ -1,8 +1,9 @@
 """What the notebooks write: provenance stamps, tables and figures under one root (``results/<profile>/``).
 
 Owns :func:`stamp` (one line naming profile, device, torch version, git commit and dates of the
-records behind an output), :func:`save_table` (``tables/<name>.{csv,md,tex}``) and
-:func:`save_figure` (``figures/<name>.{png,pdf}``, the stamp drawn as a footer). Every file is
+records behind an output), :func:`save_table` (``tables/<name>.{csv,md,tex}``), :func:`save_tables`
+(several tables named after their keys, each one's files printed) and :func:`save_figure`
+(``figures/<name>.{png,pdf}``, the stamp drawn as a footer). Every file is
 written atomically and reproducibly (no timestamps in the PNG/PDF metadata).
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Hashable, Iterable, Mapping
 
 import pandas as pd
 
@@ -120,6 +121,47 @@ def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str
     atomic_write_bytes(paths["md"], text.encode())
     atomic_write_bytes(paths["tex"], latex_table(shown, caption, f"tab:{name}", parts).encode())
     return paths
+
+
+def save_tables(frames: pd.DataFrame | Mapping[Hashable, pd.DataFrame], name: str | Callable[[Hashable], str],
+                profile: dict | str, caption: str | Callable[[Hashable], str] = "",
+                titles: Mapping[Hashable, str] | Callable[[Hashable], str] | None = None, footer: str = "",
+                note: str = "", root: str | os.PathLike | None = None, show: bool = True
+                ) -> dict[Hashable, dict[str, Path]]:
+    """:func:`save_table` for each ``{key: frame}`` of ``frames`` (or for one frame), each table's
+    caption followed by ``footer`` (the :func:`stamp`); with ``show``, print each table's sorted
+    file paths, one list per line. Returns ``{key: paths}`` (one frame: ``{name: paths}``).
+
+    ``name`` and ``caption`` are a function of the key, or a template filled with ``key`` and
+    ``title`` (``titles[key]``, or ``titles(key)``; default ``str(key)``): ``"table1_{key}"``,
+    ``"equal_size_{key[0]}_r{key[1]}"``, ``"Table 1, {title}"`` (``{{`` for a literal brace).
+    One frame takes its ``name`` and ``caption`` as they are.
+    """
+    if isinstance(frames, pd.DataFrame):
+        if callable(name) or callable(caption):
+            raise TypeError("save_tables: one frame takes its name and caption as strings")
+        labelled = {name: (frames, name, caption)}
+    else:
+        labelled = {key: (frame, _label(name, key, titles), _label(caption, key, titles))
+                    for key, frame in frames.items()}
+    out = {}
+    for key, (frame, table_name, text) in labelled.items():
+        full = "\n\n".join(part for part in (text, footer) if part)
+        out[key] = save_table(frame, table_name, profile, caption=full, note=note, root=root)
+        if show:
+            print(sorted(str(p) for p in out[key].values()))
+    return out
+
+
+def _label(template: str | Callable[[Hashable], str], key: Hashable,
+           titles: Mapping[Hashable, str] | Callable[[Hashable], str] | None) -> str:
+    """A table's name or caption for ``key`` (:func:`save_tables`); its title looked up only when used."""
+    if callable(template):
+        return template(key)
+    if "{title" not in template:
+        return template.format(key=key)
+    title = str(key) if titles is None else titles(key) if callable(titles) else titles[key]
+    return template.format(key=key, title=title)
 
 
 def save_figure(fig, name: str, profile: dict | str, footer: str | None = None,

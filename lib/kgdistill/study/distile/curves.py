@@ -2,7 +2,8 @@
 
 :meth:`kgdistill.study.distile.grid.DistilEStudy.curves_frame` gives one student pair's validation MRR
 by epoch; :func:`curves_figure` draws one panel per pair (Figure 3's single student, or the
-Table 3 students of every backbone), with the switch to stage 2 as a dashed line.
+Table 3 students of every backbone), with the switch to stage 2 as a dashed line;
+:func:`curves_summary` is each panel's bests as a table.
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pandas as pd
 STYLES = {"no-DS": {"color": "tab:blue", "marker": "o"}, "DS": {"color": "tab:red", "marker": "s"}}
 
 
-def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: str = "valid MRR"):
+def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: str = "valid MRR",
+                  suptitle: str | None = None):
     """One panel per ``{title: (frame, switch_epoch)}`` (a frame of :meth:`curves_frame`: epochs as
     rows, ``no-DS`` / ``DS`` columns): each student's evaluations as a line (its own epochs only,
     so runs that stopped at different epochs end where they stopped), the last stage-1 epoch as a
-    dashed vertical line. Panels keep their own y range (backbones differ several-fold in MRR).
+    dashed vertical line. Panels keep their own y range (backbones differ several-fold in MRR);
+    ``suptitle``, when given, heads the whole figure above the panels' own titles.
     Raises ValueError for no panels: a figure without data is not drawn."""
     import matplotlib.pyplot as plt
 
@@ -35,6 +38,8 @@ def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: st
     _ = axes[0][0].set_ylabel(ylabel)
     _ = axes[0][0].legend(fontsize=8)
     fig.tight_layout()
+    if suptitle:
+        _ = fig.suptitle(suptitle, y=1.02, fontsize=10)
     return fig
 
 
