@@ -25,7 +25,8 @@ from kgdistill.distile.trainer import DistilETrainer, build_backbone
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset(parser, "WN18RR", help="benchmark name (its entity count sizes the tables)")
     parser.add_argument("--model", default="RotatE", choices=sorted(kge.LOSS_KINDS), help="DistilE backbone")
     parser.add_argument("--dim", type=int, default=16, help="student dimension")
@@ -68,16 +69,17 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.steps):
         pos = data.train[torch.randint(len(data.train), (args.batch_size,), generator=generator)]
         batches.append((pos.to(device), corrupt(pos, args.negatives, data.n_entities, generator).to(device)))
-    print(f"{args.model} d{args.dim} student + d{args.teacher_dim} teacher on {data.name} ({data.n_entities:,} entities), "
-          f"batch {args.batch_size} x (1 + {args.negatives}), {args.steps} stage-2 steps, {device_description(device)}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{args.model} d{args.dim} student + d{args.teacher_dim} teacher on {data.name} "
+          f"({data.n_entities:,} entities), batch {args.batch_size} x (1 + {args.negatives}), "
+          f"{args.steps} stage-2 steps, {device_description(device)}, {torch.get_num_threads()} threads")
     seconds, weights = {}, {}
     for foreach in (False, True):
         _timed_steps(_trainer(config, data, device, teacher_state, foreach), batches[:1], device)  # warm-up
         trainer = _trainer(config, data, device, teacher_state, foreach)
         seconds[foreach] = _timed_steps(trainer, batches, device)
         weights[foreach] = [p.detach().cpu() for m in trainer.modules.values() for p in m.parameters()]
-        print(f"{'foreach' if foreach else 'default (one tensor at a time)':31s} {1e3 * seconds[foreach]:8.1f} ms per step")
+        print(f"{'foreach' if foreach else 'default (one tensor at a time)':31s} {1e3 * seconds[foreach]:8.1f} "
+              "ms per step")
     same = all(torch.equal(a, b) for a, b in zip(weights[False], weights[True]))
     print(f"parameters after {args.steps} steps bit for bit equal: {same}")
     print(f"foreach_over_default_speedup {seconds[False] / seconds[True]:.2f}")

@@ -23,7 +23,8 @@ from kgdistill.distile import kge
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset(parser, "WN18RR", help="benchmark name (its entity count sizes the model)")
     parser.add_argument("--model", default="RotatE", choices=sorted(kge.LOSS_KINDS), help="DistilE backbone")
     parser.add_argument("--dims", type=int, nargs="+", default=[64], help="embedding dimensions to time")
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     device = setup(args)
     data = load_data(args)
-    print(f"{args.model} on {data.name} ({data.n_entities:,} entities), {args.queries} queries, batch {args.batch_size}, "
-          f"{device_description(device)}, {torch.get_num_threads()} threads")
+    print(f"{args.model} on {data.name} ({data.n_entities:,} entities), {args.queries} queries, "
+          f"batch {args.batch_size}, {device_description(device)}, {torch.get_num_threads()} threads")
     generator = torch.Generator().manual_seed(0)
     n = args.queries
     queries = torch.stack([torch.randint(data.n_entities, (n,), generator=generator),

@@ -28,12 +28,14 @@ DEFAULTS = RunConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset(parser, DEFAULTS.dataset, help="benchmark name")
     parser.add_argument("--split", default="test", choices=[s for s in SPLITS if s != "train"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="embedding ranks to time")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum of each is kept")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size, help="queries per score matrix (the eval default)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size,
+                        help="queries per score matrix (the eval default)")
     parser.add_argument("--tie-policy", default=DEFAULTS.tie_policy, choices=TIE_POLICIES, help="rank of tied scores")
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--init-scale", type=float, default=0.1,

@@ -38,12 +38,15 @@ PAPER_DATASETS = ("FB15k-237", "WN18RR")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset(parser, DEFAULTS.dataset, help="benchmark name")
     parser.add_argument("--recipes-of", default=None, choices=PAPER_DATASETS,
-                        help="paper dataset whose recipes (batch, regularizer, RP) apply (default: --dataset, else FB15k-237)")
+                        help="paper dataset whose recipes (batch, regularizer, RP) apply "
+                             "(default: --dataset, else FB15k-237)")
     parser.add_argument("--profile", default="paper", help="profile holding the recipes")
-    parser.add_argument("--recipes", nargs="+", default=["ComplEx", "RP", "MetaSD"], help="recipes of the profile to time")
+    parser.add_argument("--recipes", nargs="+", default=["ComplEx", "RP", "MetaSD"],
+                        help="recipes of the profile to time")
     parser.add_argument("--rank", type=int, default=2000, help="rank of every model (the paper's 2000)")
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES), help="backbone of every recipe")
     parser.add_argument("--precisions", nargs="+", default=None, choices=PRECISIONS[1:],
@@ -57,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def recipe_config(args: argparse.Namespace, profile: dict, recipe: str, precision: str, batch: int | None = None) -> RunConfig:
+def recipe_config(
+    args: argparse.Namespace, profile: dict, recipe: str, precision: str, batch: int | None = None
+) -> RunConfig:
     """The profile's ``recipe`` at ``--rank`` and ``precision``, trained on ``--dataset``."""
     paper = args.recipes_of or (args.dataset if args.dataset in PAPER_DATASETS else "FB15k-237")
     config = config_for(profile, paper, recipe, args.seed, rank=args.rank, model=args.model, precision=precision)
@@ -92,7 +97,8 @@ def time_config(args: argparse.Namespace, config: RunConfig, dataset, device: to
     train = learner.train_triples
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(train), generator=generator).to(device)
-    starts = [(i * config.batch_size) % max(1, len(train) - config.batch_size + 1) for i in range(args.warmup + args.steps)]
+    starts = [(i * config.batch_size) % max(1, len(train) - config.batch_size + 1)
+              for i in range(args.warmup + args.steps)]
     batches = [train[order[s : s + config.batch_size]] for s in starts]
     with learner.precision_context():
         for batch in batches[: args.warmup]:

@@ -28,10 +28,13 @@ from kgdistill.study.profile import load_profile
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--profile", default="gpu", help="params/<profile>.yaml")
-    parser.add_argument("--precision", default="tf32", choices=sorted(H100.flops_per_second), help="arithmetic of the steps")
-    parser.add_argument("--match", nargs="+", default=None, help="only runs whose row, recipe, dataset or name contains one of these")
+    parser.add_argument("--precision", default="tf32", choices=sorted(H100.flops_per_second),
+                        help="arithmetic of the steps")
+    parser.add_argument("--match", nargs="+", default=None,
+                        help="only runs whose row, recipe, dataset or name contains one of these")
     parser.add_argument("--count-kernels", action="store_true", help="also count each method's kernels per step on CPU")
     add_common(parser, device=False, threads=False, data_dir_help="folder with the archives (for --count-kernels)")
     return parser
@@ -44,7 +47,8 @@ def live_kernel_counts(data_dir: str | None = None) -> dict[str, int]:
     counts = {}
     for method in METHODS:
         teacher = RunConfig(**base)
-        config = RunConfig(method=method, teacher=teacher.to_dict() if method in ("kd", "prune_finetune") else None, **base)
+        config = RunConfig(method=method, teacher=teacher.to_dict() if method in ("kd", "prune_finetune") else None,
+                           **base)
         state = build_model(config.model, nations.n_entities, nations.n_relations, 8).state_dict()
         torch.manual_seed(0)
         trainer = make_trainer(config, nations, torch.device("cpu"), state)
@@ -71,9 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         estimate = run_cost(config, graph, H100, args.precision)
         cost = step_cost(config, graph)
         longest = max(longest, estimate.minutes)
-        print(f"{run.paper_dataset:10s} {', '.join(run.rows)[:9]:9s} {config.max_epochs:6d} {estimate.steps_per_epoch:8d} "
-              f"{cost.flops / 1e12:10.3f} {cost.bytes / 1e9:8.2f} {1e3 * estimate.step_seconds:8.2f} "
-              f"{estimate.epoch_seconds:8.1f} {estimate.minutes:8.1f}")
+        print(f"{run.paper_dataset:10s} {', '.join(run.rows)[:9]:9s} {config.max_epochs:6d} "
+              f"{estimate.steps_per_epoch:8d} {cost.flops / 1e12:10.3f} {cost.bytes / 1e9:8.2f} "
+              f"{1e3 * estimate.step_seconds:8.2f} {estimate.epoch_seconds:8.1f} {estimate.minutes:8.1f}")
     if args.count_kernels:
         for method, count in live_kernel_counts(args.data_dir).items():
             print(f"kernels_per_step {method} {count} (table: {KERNELS_PER_STEP[method]})")

@@ -69,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=int, default=DEFAULTS.rank)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (after one warm-up)")
-    parser.add_argument("--rp-weight", type=float, default=DEFAULTS.rp_weight, help="relation-prediction weight of both steps")
+    parser.add_argument("--rp-weight", type=float, default=DEFAULTS.rp_weight,
+                        help="relation-prediction weight of both steps")
     add_common(parser, threads=False)
-    parser.add_argument("--memory", action="store_true", help="also measure peak memory of MetaSD steps in a child process")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory of MetaSD steps in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser
 

@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset(parser, DEFAULTS.dataset)
     parser.add_argument("--model", default=DEFAULTS.model, choices=sorted(BACKBONES))
     parser.add_argument("--rank", type=int, default=500)
-    parser.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="pruning rate: the student keeps 1 - gamma of the weights")
+    parser.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
+                        help="pruning rate: the student keeps 1 - gamma of the weights")
     parser.add_argument("--queries", type=int, default=2000, help="test queries ranked per repeat")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size, help="queries per score matrix (the eval default)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.eval_batch_size,
+                        help="queries per score matrix (the eval default)")
     parser.add_argument("--repeats", type=int, default=3)
     add_common(parser, device=False, threads=False)
     return parser
@@ -76,18 +78,20 @@ def main(argv: list[str] | None = None) -> None:
         rows = [
             ("dense source (teacher)", args.rank, teacher.parameter_counts()["dense"], state_bytes(teacher),
              4 * teacher.parameter_counts()["dense"], teacher.score_tails),
-            ("sparse student, CSR kernel", args.rank, kept, info["bytes"], sparse_scorer.storage_bytes(), sparse_scorer),
+            ("sparse student, CSR kernel", args.rank, kept, info["bytes"], sparse_scorer.storage_bytes(),
+             sparse_scorer),
             ("sparse student, loaded dense", args.rank, kept, info["bytes"], 4 * teacher.parameter_counts()["dense"],
              lambda q: loaded.score_tails(q, masked=True)),
             ("dense model of equal size", small_rank, small.parameter_counts()["dense"], state_bytes(small),
              4 * small.parameter_counts()["dense"], small.score_tails),
         ]
-        print(f"{args.dataset} {args.model} rank {args.rank} gamma {args.gamma}: {len(queries)} queries, batch {args.batch_size}, "
-              f"{torch.get_num_threads()} threads")
+        print(f"{args.dataset} {args.model} rank {args.rank} gamma {args.gamma}: {len(queries)} queries, "
+              f"batch {args.batch_size}, {torch.get_num_threads()} threads")
         print(f"{'model':32s} {'rank':>5s} {'params':>11s} {'file MiB':>9s} {'tables MiB':>11s} {'queries/s':>10s}")
         for name, rank, params, file_bytes, table_bytes, scorer in rows:
             qps = queries_per_second(scorer, queries, args.batch_size, args.repeats)
-            print(f"{name:32s} {rank:5d} {params:11,d} {file_bytes / 2**20:9.2f} {table_bytes / 2**20:11.2f} {qps:10.0f}")
+            print(f"{name:32s} {rank:5d} {params:11,d} {file_bytes / 2**20:9.2f} {table_bytes / 2**20:11.2f} "
+                  f"{qps:10.0f}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ DEFAULTS = RunConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset(parser, DEFAULTS.dataset, help="benchmark name")
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 500], help="embedding ranks to time")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, DEFAULTS.batch_size],
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         for batch_size in args.batch_sizes:
             t = time_rank(args, dataset, device, rank, batch_size)
             floor = floor_seconds(dataset.n_entities, QUERY_WIDTH[args.model](rank), batch_size, device, args.repeats)
-            print(f"{rank:>6} {batch_size:>6} {1e3 * t['best']:>15.1f} {1e3 * t['median']:>17.1f} {1 / t['best']:>8.1f} "
-                  f"{batch_size / t['best']:>17.0f} {t['kernels']:>8d} {1e3 * floor:>9.2f} {t['best'] / floor:>10.2f}")
+            print(f"{rank:>6} {batch_size:>6} {1e3 * t['best']:>15.1f} {1e3 * t['median']:>17.1f} "
+                  f"{1 / t['best']:>8.1f} {batch_size / t['best']:>17.0f} {t['kernels']:>8d} {1e3 * floor:>9.2f} "
+                  f"{t['best'] / floor:>10.2f}")
 
 
 if __name__ == "__main__":

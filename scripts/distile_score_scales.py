@@ -8,8 +8,8 @@ For each backbone, the Table 3 teacher and the no-DS and DS students of every st
 trained weights are on this machine (``best.pt``: checkpoints are not committed, so a clone has
 none until ``scripts/train_runs.py`` trains them): the mean score of a fixed sample of training
 positives and of their corrupted negatives, and the mean ``|s_teacher − s_model|`` over the
-same triples (``gap to teacher``; the teacher before any co-training), i.e. the soft loss (Eq. 4, margin backbones) that a model with these scores pays
-against its teacher.
+same triples (``gap to teacher``; the teacher before any co-training), i.e. the soft loss (Eq. 4, margin backbones)
+that a model with these scores pays against its teacher.
 
 Why it matters: TransE and TransH score by a raw L1 distance summed over the dimensions, so a
 64-dim teacher's distances are several times a small student's; Eq. 4 asks the student to match

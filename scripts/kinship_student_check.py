@@ -30,8 +30,10 @@ def main(runs_dir: str) -> None:
     plain_rank = rank_for_budget("ComplEx", dataset.n_entities, dataset.n_relations, kept_count(dense, 0.9))
     mrr: dict[str, list[float]] = {"MetaSD student": [], f"plain ComplEx rank {plain_rank}": []}
     for seed in (0, 1, 2):
-        meta = run(RunConfig(method="metasd", rank=SOURCE_RANK, seed=seed, **COMMON), runs_dir=runs_dir, dataset=dataset)
-        plain = run(RunConfig(method="baseline", rank=plain_rank, seed=seed, **COMMON), runs_dir=runs_dir, dataset=dataset)
+        meta = run(RunConfig(method="metasd", rank=SOURCE_RANK, seed=seed, **COMMON), runs_dir=runs_dir,
+                   dataset=dataset)
+        plain = run(RunConfig(method="baseline", rank=plain_rank, seed=seed, **COMMON), runs_dir=runs_dir,
+                    dataset=dataset)
         mrr["MetaSD student"].append(meta["test"]["student"]["all"]["MRR"])
         mrr[f"plain ComplEx rank {plain_rank}"].append(plain["test"]["model"]["all"]["MRR"])
         print(f"seed {seed}: MetaSD student {mrr['MetaSD student'][-1]:.4f} "

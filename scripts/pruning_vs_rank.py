@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How much of a ComplEx model survives one-shot 90% magnitude pruning, by rank and regularisation.
 
-    python scripts/pruning_vs_rank.py                       # UMLS, ranks 16..1024, N3 0.01 and 0.1 (~4 min, 1 CPU thread)
+    python scripts/pruning_vs_rank.py     # UMLS, ranks 16..1024, N3 0.01 and 0.1 (~4 min, 1 CPU thread)
     python scripts/pruning_vs_rank.py --dataset Kinship --ranks 32 128 512 --reg-weights 0.01
 
 Trains one ComplEx + N3 baseline per (rank, weight) with the library's runner (records reused),
@@ -29,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--reg-weights", type=float, nargs="+", default=[0.01, 0.1])
     parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--learning-rate", type=float, default=0.5, help="Adagrad (0.5 suits UMLS/Kinship; 0.1 the large KGs)")
+    parser.add_argument("--learning-rate", type=float, default=0.5,
+                        help="Adagrad (0.5 suits UMLS/Kinship; 0.1 the large KGs)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--gamma", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs-dir", default=str(ROOT / "results" / "analysis" / "runs"), help="run records/checkpoints (not committed)")
+    parser.add_argument("--runs-dir", default=str(ROOT / "results" / "analysis" / "runs"),
+                        help="run records/checkpoints (not committed)")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "lib"))

@@ -98,11 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", default="cpu", help="a name of params/ or a path to a profile file (default: cpu)")
     parser.add_argument("--retrain", action="store_true", help="retrain every run even when its record exists")
     parser.add_argument("--only", nargs="+", help="run only these notebooks (name prefixes, e.g. 01 03_ablation)")
-    parser.add_argument("--in-place", action="store_true", help="write executed notebooks over notebooks/ (for the committed smoke outputs)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="write executed notebooks over notebooks/ (for the committed smoke outputs)")
     parser.add_argument("--show-progress", action="store_true", help="progress bars inside the notebooks' training")
-    parser.add_argument("--results-dir", help="the root of everything written: notebooks/, tables/, figures/, runs/ (default: results/<profile>/)")
-    parser.add_argument("--runs-dir", help="read/write run records here instead of <results-dir>/runs (needs --results-dir)")
-    parser.add_argument("--fresh-runs", action="store_true", help="train everything in a new temporary runs folder (deleted afterwards)")
+    parser.add_argument("--results-dir",
+                        help="the root of everything written: notebooks/, tables/, figures/, runs/ "
+                             "(default: results/<profile>/)")
+    parser.add_argument("--runs-dir",
+                        help="read/write run records here instead of <results-dir>/runs (needs --results-dir)")
+    parser.add_argument("--fresh-runs", action="store_true",
+                        help="train everything in a new temporary runs folder (deleted afterwards)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
 
@@ -110,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 def plan(args: argparse.Namespace, profile: dict) -> tuple[Path, Path, dict]:
     """Check the options before anything is written; returns (output root, folder of the executed
     notebooks, notebook parameters without the runs folder of ``--fresh-runs``)."""
-    if args.in_place and (profile["name"] != "smoke" or args.retrain or args.show_progress or args.results_dir or args.runs_dir):
+    if args.in_place and (profile["name"] != "smoke" or args.retrain or args.show_progress or args.results_dir
+                          or args.runs_dir):
         raise UsageError("--in-place is for the committed smoke outputs: use it with --profile smoke only, "
                          "without --retrain/--show-progress/--results-dir/--runs-dir")
     if args.runs_dir and not args.results_dir:

@@ -6,7 +6,7 @@
     python scripts/train_runs.py --profile cpu --match WN18RR  # only runs whose row/recipe/name contains it
     python scripts/train_runs.py --profile cpu --match "DistilE notebook 06"   # or "DistilE in Table 1"
     python scripts/train_runs.py --profile paper --stop-after-minutes 8   # GPU chunks: resume next call
-    python scripts/train_runs.py --profile gpu --launcher submitit        # one Slurm job per run (kgdistill.study.launch)
+    python scripts/train_runs.py --profile gpu --launcher submitit   # one Slurm job per run (kgdistill.study.launch)
 
 The runs are the profile's plan (``kgdistill.study.plan.planned_runs``): those of Tables 1-4, Figure 1
 and the footprint, the teacher and student of Table 1's added DistilE row and notebook 06's
@@ -40,10 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu", help="a name of params/ or a path to a profile file (default: cpu)")
     parser.add_argument("--list", action="store_true", help="print every run's state and stop")
-    parser.add_argument("--match", nargs="+", help="only runs whose row, recipe, dataset or run name contains one of these")
+    parser.add_argument("--match", nargs="+",
+                        help="only runs whose row, recipe, dataset or run name contains one of these")
     parser.add_argument("--runs-dir", help="records folder (default: the profile's runs_dir)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the profile's device)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the profile's, else torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the profile's, else torch's)")
     parser.add_argument("--stop-after-minutes", type=float, default=None,
                         help="start no new run after this; the run in progress stops at its last validation "
                              "checkpoint before it, at its own pace (it resumes next call)")

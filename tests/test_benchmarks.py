@@ -49,7 +49,8 @@ CHOICES = {"model": sorted(BACKBONES), "dataset": sorted(ARCHIVES), "regularizer
            "tie_policy": list(TIE_POLICIES)}
 #: the smallest settings that still print every figure: (arguments, what the output must hold)
 TINY = {
-    "eval_speed": (["--dataset", "umls", "--ranks", "8", "--repeats", "1", "--threads", "1"], ["eval_over_matmul_ratio"]),
+    "eval_speed": (["--dataset", "umls", "--ranks", "8", "--repeats", "1", "--threads", "1"],
+                   ["eval_over_matmul_ratio"]),
     "train_speed": (["--dataset", "UMLS", "--ranks", "8", "--batches", "2", "--warmup", "1", "--repeats", "1",
                      "--threads", "1"], ["triples/s (best)"]),
     "metasd_step": (["--dataset", "UMLS", "--rank", "8", "--batch-size", "200", "--repeats", "1", "--device", "cpu"],
@@ -61,10 +62,11 @@ TINY = {
                   ["complex_fp32_epoch_seconds", "rp_fp32_tflops", "metasd_fp32_peak_mib",
                    "plain_b100_over_floor_ratio", "metasd_epoch_seconds"]),
     "gpu_estimate": (["--profile", "gpu"], ["MetaSD", "max_run_minutes"]),
-    "distile_ranking": (["--dataset", "UMLS", "--dims", "8", "--queries", "300", "--batch-size", "128", "--threads", "1",
-                         "--device", "cpu"], ["identical scores: True", "blocked_over_one_block_speedup"]),
-    "distile_adam": (["--dataset", "UMLS", "--dim", "4", "--teacher-dim", "8", "--batch-size", "64", "--negatives", "4",
-                      "--steps", "2", "--threads", "1", "--device", "cpu"],
+    "distile_ranking": (["--dataset", "UMLS", "--dims", "8", "--queries", "300", "--batch-size", "128",
+                         "--threads", "1", "--device", "cpu"],
+                        ["identical scores: True", "blocked_over_one_block_speedup"]),
+    "distile_adam": (["--dataset", "UMLS", "--dim", "4", "--teacher-dim", "8", "--batch-size", "64",
+                      "--negatives", "4", "--steps", "2", "--threads", "1", "--device", "cpu"],
                      ["bit for bit equal: True", "foreach_over_default_speedup"]),
 }
 

@@ -70,7 +70,8 @@ def test_quantized_bytes_are_the_stored_tensors_and_ranks_match_the_dequantized_
     tables = q.decoded()  # ranking straight from the stored tensors, without building a model
 
     def from_stored(x):
-        return dense._query(tables["entity"][x[:, 0]], tables["relation"][x[:, 1]]) @ dense._candidates(tables["entity"]).T
+        return (dense._query(tables["entity"][x[:, 0]], tables["relation"][x[:, 1]])
+                @ dense._candidates(tables["entity"]).T)
 
     ranks = filtered_ranks(from_stored, queries, nations.filters)
     assert torch.equal(ranks, filtered_ranks(dense.score_tails, queries, nations.filters))

@@ -251,7 +251,8 @@ def _install_toy_archive(tmp_path, monkeypatch, files: dict[str, str]) -> Path:
 
 def test_toy_archive_parses(tmp_path, monkeypatch):
     good = "b\tlikes\ta\na\tlikes\tc\n"
-    folder = _install_toy_archive(tmp_path, monkeypatch, {"train.txt": good, "valid.txt": "c\tr2\ta\n", "test.txt": "a\tlikes\tb\n\n"})
+    folder = _install_toy_archive(tmp_path, monkeypatch,
+                                  {"train.txt": good, "valid.txt": "c\tr2\ta\n", "test.txt": "a\tlikes\tb\n\n"})
     ds = load_dataset("Nations", folder)
     assert ds.entities == ["a", "b", "c"] and ds.relations == ["likes", "r2"]
     assert ds.train.tolist() == [[1, 0, 0], [0, 0, 2]]

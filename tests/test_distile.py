@@ -312,7 +312,8 @@ def test_study_grid_selects_on_validation_and_compare_maps_dims(nations, runs_di
 
     section = {
         "datasets": {"WN18RR": "Nations"}, "models": ["ComplEx"], "teacher_dim": 8, "student_dims": [4],
-        "config": {"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1}, "grid": {"learning_rate": [0.01, 0.05], "alpha": [0.3, 0.7]},
+        "config": {"max_epochs": 2, "stage1_epochs": 1, "eval_every": 1},
+        "grid": {"learning_rate": [0.01, 0.05], "alpha": [0.3, 0.7]},
     }
     study = DistilEStudy(section, runs_dir, device="cpu")
     study._datasets["Nations"] = nations
@@ -391,7 +392,8 @@ def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
     assert list(LINK_TABLES.items()) == [("WN18RR", 3), ("FB15k-237", 4)]
 
     def row(model, dim, method, mrr):
-        return {"model": model, "dim": dim, "method": method, "MRR": mrr, "H@10": mrr, "H@3": mrr, "H@1": mrr, "run": "r"}
+        return {"model": model, "dim": dim, "method": method, "MRR": mrr, "H@10": mrr, "H@3": mrr, "H@1": mrr,
+                "run": "r"}
 
     class Canned(DistilEStudy):  # the experiments' rows without training
         def link_prediction(self, paper_dataset):
@@ -433,7 +435,9 @@ def test_per_dataset_overrides_change_only_that_datasets_configs():
         "ablation": {"dataset": "WN18RR"}, "figure2": {"dataset": "WN18RR", "model": "TransE"},
         "figure3": {"dataset": "FB15k-237", "model": "TransE", "dim": 4, "eval_every": 2},
     }
-    overridden = {**section, "per_dataset": {"WN18RR": {"max_epochs": 6, "stage1_epochs": 3, "patience": 2, "learning_rate": 0.02}},
+    overridden = {**section,
+                  "per_dataset": {"WN18RR": {"max_epochs": 6, "stage1_epochs": 3, "patience": 2,
+                                             "learning_rate": 0.02}},
                   "per_dataset_model": {"WN18RR": {"TransE": {"learning_rate": 0.001}}}}
     before = {c.run_name(): c for c, _ in planned_runs(section)}
     after = {c.run_name(): c for c, _ in planned_runs(overridden)}
@@ -506,9 +510,12 @@ def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
     from kgdistill.study.distile.claims import ds_gains, ds_verdict
     from kgdistill.study.distile.grid import NOT_TRAINED, compare
 
-    rows = [{"model": "TransE", "dim": 8, "method": "no-DS", "MRR": 0.10, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
-            {"model": "TransE", "dim": 8, "method": "DS", "MRR": 0.04, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "yes"},
-            {"model": "TransE", "dim": 16, "method": "no-DS", "MRR": 0.2, "H@10": 0, "H@3": 0, "H@1": 0, "converged": "no †"},
+    rows = [{"model": "TransE", "dim": 8, "method": "no-DS", "MRR": 0.10, "H@10": 0, "H@3": 0, "H@1": 0,
+             "converged": "yes"},
+            {"model": "TransE", "dim": 8, "method": "DS", "MRR": 0.04, "H@10": 0, "H@3": 0, "H@1": 0,
+             "converged": "yes"},
+            {"model": "TransE", "dim": 16, "method": "no-DS", "MRR": 0.2, "H@10": 0, "H@3": 0, "H@1": 0,
+             "converged": "no †"},
             {"model": "TransE", "dim": 16, "method": "DS", "MRR": float("nan"), "H@10": 0, "H@3": 0, "H@1": 0,
              "converged": NOT_TRAINED}]
     paper = {"8/no-DS": {"TransE": {"MRR": 0.076}}, "8/DS": {"TransE": {"MRR": 0.125}}}
@@ -558,4 +565,5 @@ def test_ds_verdict_names_the_pairs_above_and_counts_the_unconverged():
          "paper": [0.05, 0.09, -0.01], "converged": ["yes", "yes", "no †"]}).set_index(["model", "dim"])
     assert ds_verdict(gains) == ("DS is above no-DS in 2 of 3 pairs measured (ComplEx 8, ComplEx 16), below in 1; "
                                  "the paper: above in 2 of these 3. 1 of them hit an epoch budget: not results.")
-    assert ds_verdict(gains.assign(**{"DS − no-DS": float("nan")})) == "No pair has both runs trained yet (3 pairs planned)."
+    assert (ds_verdict(gains.assign(**{"DS − no-DS": float("nan")}))
+            == "No pair has both runs trained yet (3 pairs planned).")

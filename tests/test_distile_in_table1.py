@@ -29,7 +29,8 @@ def test_sizes_follow_the_two_layouts():
     config = RunConfig(model="ComplEx", rank=32, gamma=0.9)
     sizes = metasd_sizes(config, 135, 46)
     dense = build_model("ComplEx", 135, 46, 32).parameter_counts()["dense"]
-    assert sizes == {"source": dense, "student": kept_count(dense, 0.9)} == {"source": (135 + 2 * 46) * 2 * 32, "student": 1453}
+    assert sizes == {"source": dense, "student": kept_count(dense, 0.9)} == {"source": (135 + 2 * 46) * 2 * 32,
+                                                                             "student": 1453}
     for model in ("TransE", "TransH", "ComplEx", "RotatE"):
         assert kge_dense_size(model, 135, 46, 7) == build_kge(model, 135, 46, 7).parameter_counts()["dense"]
     assert kge_dense_size("ComplEx", 135, 46, 7) == (135 + 46) * 2 * 7
@@ -50,7 +51,8 @@ def test_dim_within_names_the_fix_when_even_dim_1_is_too_large():
 
 def test_dims_beside_metasd_umls_and_the_real_benchmarks():
     umls = dims_beside_metasd(RunConfig(rank=32, gamma=0.9), 135, 46)
-    assert (umls["teacher_dim"], umls["teacher_size"], umls["student_dim"], umls["student_size"]) == (40, 14_480, 4, 1_448)
+    assert ((umls["teacher_dim"], umls["teacher_size"], umls["student_dim"], umls["student_size"])
+            == (40, 14_480, 4, 1_448))
     # the paper's rank 2000 on FB15k-237 (14,541 entities, 237 relations) and WN18RR (40,943 / 11)
     fb = dims_beside_metasd(RunConfig(rank=2000, gamma=0.9), 14_541, 237)
     assert (fb["metasd_source"], fb["teacher_dim"], fb["student_dim"]) == (60_060_000, 2032, 203)
@@ -120,7 +122,8 @@ def test_table1_rows_train_teacher_and_student_and_join_the_table(runs_dir, umls
 
 
 def test_the_experiments_module_still_offers_every_name_its_callers_use():
-    """kgdistill.study.plan and the notebooks import from kgdistill.study.distile.experiments; the split kept it whole."""
+    """kgdistill.study.plan and the notebooks import from kgdistill.study.distile.experiments; the split kept
+    it whole."""
     from kgdistill.study.distile import experiments, grid, in_table1, planning
 
     assert experiments.table1_planned_runs is planning.table1_planned_runs

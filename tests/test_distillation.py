@@ -40,7 +40,8 @@ def teacher_params(learner):
     ("official", 3.0, {"loss_weighting": "unit", "kl_temperature_squared": False}),
 ])
 def test_meta_gradient_matches_finite_differences(nations, kl_mode, temperature, extra):
-    learner = learner_for(nations, "metasd", rp_weight=0.5, gamma=0.5, temperature=temperature, kl_mode=kl_mode, **extra)
+    learner = learner_for(nations, "metasd", rp_weight=0.5, gamma=0.5, temperature=temperature, kl_mode=kl_mode,
+                          **extra)
     for module in learner.modules.values():
         module.double()
     teacher, c = learner.modules["teacher"], learner.config

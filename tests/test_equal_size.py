@@ -226,7 +226,8 @@ def test_with_train_missing_false_the_section_reads_the_records_that_exist(tiny,
     profile["equal_size"]["train_missing"] = False
     kd = next(r for r in E.runs if r.row == "KD" and r.seed == 1)
     runs = tmp_path / "runs"
-    shutil.copytree(E.study.runs_dir, runs, ignore=lambda folder, names: [kd.config.run_name()] if kd.config.run_name() in names else [])
+    shutil.copytree(E.study.runs_dir, runs,
+                    ignore=lambda folder, names: [kd.config.run_name()] if kd.config.run_name() in names else [])
     path = tmp_path / "partial.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in profile.items() if not k.startswith("_")}, sort_keys=False))
     S = study.Study(path, results_dir=tmp_path, enforce_env=False)

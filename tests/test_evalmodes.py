@@ -35,7 +35,12 @@ def _pruned_model(name: str, gamma: float = 0.6, seed: int = 0):
 def _queries(seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.stack(
-        [torch.randint(N_ENT, (6,), generator=g), torch.randint(2 * N_REL, (6,), generator=g), torch.randint(N_ENT, (6,), generator=g)], 1
+        [
+            torch.randint(N_ENT, (6,), generator=g),
+            torch.randint(2 * N_REL, (6,), generator=g),
+            torch.randint(N_ENT, (6,), generator=g),
+        ],
+        1,
     )
 
 
@@ -88,7 +93,8 @@ def test_pruned_mode_masks_every_table(name):
 @pytest.mark.parametrize("name", ["ComplEx", "CP", "RESCAL"])
 def test_with_all_weights_kept_both_modes_are_the_dense_model(name):
     model = _pruned_model(name)
-    ones = {"entity": torch.ones_like(model.entity, dtype=torch.bool), "relation": torch.ones_like(model.relation, dtype=torch.bool)}
+    ones = {"entity": torch.ones_like(model.entity, dtype=torch.bool),
+            "relation": torch.ones_like(model.relation, dtype=torch.bool)}
     q = _queries()
     with torch.no_grad():
         for mode in EVAL_MODES:
@@ -96,7 +102,8 @@ def test_with_all_weights_kept_both_modes_are_the_dense_model(name):
 
 
 def test_columns_read_per_backbone():
-    for name, query_e, cand_e in [("ComplEx", "1" * 8, "1" * 8), ("CP", "11110000", "00001111"), ("RESCAL", "1111", "1111")]:
+    for name, query_e, cand_e in [("ComplEx", "1" * 8, "1" * 8), ("CP", "11110000", "00001111"),
+                                  ("RESCAL", "1111", "1111")]:
         q_cols, c_cols, r_cols = columns_read(_pruned_model(name))
         assert "".join(str(int(x)) for x in q_cols) == query_e
         assert "".join(str(int(x)) for x in c_cols) == cand_e
@@ -107,7 +114,8 @@ def test_read_counts_by_hand_complex():
     # 3 entities, 1 relation (2 rows with its reciprocal), rank 2: entity (3, 4), relation (2, 4)
     model = build_model("ComplEx", 3, 1, 2).double()
     with torch.no_grad():
-        model.entity.copy_(torch.tensor([[1.0, 0.0, 2.0, 3.0], [4.0, 5.0, 0.0, 6.0], [7.0, 8.0, 9.0, 1.0]]))  # 10 non-zeros
+        # 10 non-zeros
+        model.entity.copy_(torch.tensor([[1.0, 0.0, 2.0, 3.0], [4.0, 5.0, 0.0, 6.0], [7.0, 8.0, 9.0, 1.0]]))
         model.relation.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]))
     m_e = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)  # 6 kept
     m_r = torch.tensor([[0, 0, 1, 0], [1, 0, 0, 0]], dtype=torch.bool)  # 2 kept
@@ -147,8 +155,10 @@ def test_rate_08_keeps_ceil_02_p_and_leaves_the_model_alone():
     q = _queries()
     with torch.no_grad():
         s = student_scorer(model, "official_dense", gamma=0.8)(q)
-    assert torch.equal(model.entity_mask, mask_before["entity"]) and torch.equal(model.relation_mask, mask_before["relation"])
-    assert torch.equal(model.entity, weights_before["entity"]) and torch.equal(model.relation, weights_before["relation"])
+    assert (torch.equal(model.entity_mask, mask_before["entity"])
+            and torch.equal(model.relation_mask, mask_before["relation"]))
+    assert (torch.equal(model.entity, weights_before["entity"])
+            and torch.equal(model.relation, weights_before["relation"]))
     # the rate-0.8 scorer is the scorer of the 0.8 mask
     with torch.no_grad():
         assert torch.equal(s, student_scorer(model, "official_dense", masks=masks)(q))
@@ -178,7 +188,8 @@ def test_evaluate_student_at_another_rate_equals_installing_that_mask(umls):
     dense_read = result["read"]
     assert dense_read["entity"] == int((model.entity != 0).sum())  # ComplEx: the whole dense entity table
     pruned = evaluate_student(model, umls, "pruned", split="valid")
-    assert pruned["gamma"] is None and pruned["read"]["total"] == int(model.entity_mask.sum() + model.relation_mask.sum())
+    assert (pruned["gamma"] is None
+            and pruned["read"]["total"] == int(model.entity_mask.sum() + model.relation_mask.sum()))
 
 
 def test_bad_inputs_name_the_field_and_the_choices():
@@ -197,7 +208,8 @@ def test_bad_inputs_name_the_field_and_the_choices():
     with pytest.raises(ValueError, match=rf"{GAMMAS_FIELD}.*\(0, 1\)"):
         masks_at_rate(pruned, None)  # student_scorer's gamma=None means "the trained mask"
     with pytest.raises(ValueError, match="do not fit"):
-        student_scorer(pruned, "pruned", masks={"entity": torch.ones(2, 2, dtype=torch.bool), "relation": pruned.relation_mask})
+        student_scorer(pruned, "pruned",
+                       masks={"entity": torch.ones(2, 2, dtype=torch.bool), "relation": pruned.relation_mask})
 
 
 def test_validate_eval_options_before_training():

@@ -225,12 +225,15 @@ def test_tables_and_profile_keep_to_their_jobs():
     known = module_names()
     tree = ast.parse(known["kgdistill.study.tables"].read_text())
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    names = {a.name for n in top_level for a in n.names} | {n.module for n in top_level if isinstance(n, ast.ImportFrom)}
+    names = ({a.name for n in top_level for a in n.names}
+             | {n.module for n in top_level if isinstance(n, ast.ImportFrom)})
     assert not any(name and name.split(".")[0] == "torch" for name in names)
-    assert all(not (isinstance(n, ast.Import) and any(a.name.startswith("torch") for a in n.names)) for n in ast.walk(tree))
+    assert all(not (isinstance(n, ast.Import) and any(a.name.startswith("torch") for a in n.names))
+               for n in ast.walk(tree))
     graph = import_graph()
     # core.metrics: METRICS; core.records: in model_dim; profile: types
-    assert graph["kgdistill.study.tables"] == {"kgdistill.core.metrics", "kgdistill.core.records", "kgdistill.study.profile"}
+    assert graph["kgdistill.study.tables"] == {"kgdistill.core.metrics", "kgdistill.core.records",
+                                               "kgdistill.study.profile"}
     profile_imports = graph["kgdistill.study.profile"]
     assert not profile_imports & {"kgdistill.protocol.runner", "kgdistill.metasd.training", "kgdistill.protocol.loop",
                                   "kgdistill.study", "kgdistill.study.facade"}

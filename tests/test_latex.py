@@ -15,7 +15,8 @@ import pytest
 from kgdistill.study.latex import PACKAGES, escape, latex_table
 from kgdistill.study.outputs import save_table
 
-STAMP = "profile demo | device cpu (x86_64, 1 threads) | torch 2.13.0+cpu | 3 commits, latest abc | 2026-01-01 00:00 UTC"
+STAMP = ("profile demo | device cpu (x86_64, 1 threads) | torch 2.13.0+cpu | 3 commits, latest abc | "
+         "2026-01-01 00:00 UTC")
 
 
 def results_like() -> pd.DataFrame:
@@ -70,7 +71,8 @@ def test_escape_spells_specials_and_symbols_in_ascii():
     assert "resizebox" not in narrow and "\\caption" not in narrow  # a narrow table is not scaled
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine (pdflatex) installed; the source checks above still run")
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="no TeX engine (pdflatex) installed; the source checks above still run")
 def test_a_saved_table_compiles_with_pdflatex(saved, tmp_path):
     document = tmp_path / "doc.tex"
     document.write_text(

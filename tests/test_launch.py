@@ -63,7 +63,8 @@ def test_a_job_resumes_and_releases_its_lock(tmp_path, nations):
     run_dir = run_dir_for(teacher_run.config, profile["runs_dir"])
     from kgdistill.protocol.runner import run
 
-    assert run(teacher_run.config, profile["runs_dir"], device="cpu", dataset=nations, stop_after_epoch=1)["status"] == "interrupted"
+    assert run(teacher_run.config, profile["runs_dir"], device="cpu", dataset=nations,
+               stop_after_epoch=1)["status"] == "interrupted"
     assert state(run_dir) == "partial"
     job = TrainRun(teacher_run.config, profile["runs_dir"], "cpu", 1, poll_seconds=0.1)
     assert job()["status"] == "complete" and not (run_dir / LOCK).exists()

@@ -44,7 +44,8 @@ def test_scores_match_explicit_formula(name):
     model = _model(name)
     E, R = model.entity.detach(), model.relation.detach()
     triples = _all_queries()
-    expected = torch.tensor([_reference_score(model, E, R, h, r, t) for h, r, t in triples.tolist()], dtype=torch.float64)
+    expected = torch.tensor([_reference_score(model, E, R, h, r, t) for h, r, t in triples.tolist()],
+                            dtype=torch.float64)
     with torch.no_grad():
         got_triples = model.score_triples(triples)
         tails = model.score_tails(triples[:, :2])
@@ -118,7 +119,8 @@ def test_masked_scoring_equals_scoring_masked_tables(name):
     assert not model.has_masks
 
 
-@pytest.mark.parametrize("name,widths", [("CP", (2 * RANK, RANK)), ("ComplEx", (2 * RANK, 2 * RANK)), ("RESCAL", (RANK, RANK * RANK))])
+@pytest.mark.parametrize("name,widths", [("CP", (2 * RANK, RANK)), ("ComplEx", (2 * RANK, 2 * RANK)),
+                                         ("RESCAL", (RANK, RANK * RANK))])
 def test_parameter_counts_dense_and_nonzero(name, widths):
     model = _model(name)
     assert model.entity.shape == (N_ENT, widths[0])

@@ -123,7 +123,8 @@ def test_reproduce_with_a_profile_file_writes_only_under_the_chosen_root(clone, 
     assert (out / "notebooks" / "00_datasets.ipynb").is_file() and (out / "tables" / "dataset_stats.csv").is_file()
     assert (out / "figures" / "relation_frequency.png").is_file()
     executed = nbformat.read(out / "notebooks" / "00_datasets.ipynb", as_version=4)
-    assert "profile: mine (mine.yaml)" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "profile: mine (mine.yaml)" in "".join(o.get("text", "") for c in executed.cells
+                                                  for o in c.get("outputs", []))
     assert modes(out) == {0o644}
     assert listing(clone / "results") == before and untracked(clone) == []  # nothing of the run under results/
     for noise in ("Kernel is running over TCP", "KeyboardInterrupt", "Traceback"):

@@ -77,7 +77,7 @@ def published_numbers() -> tuple[set[float], set[int]]:
 
 
 def numeric_literals(source: str) -> list[tuple[str, float]]:
-    lines = [l for l in source.splitlines() if not l.lstrip().startswith(("%", "!"))]
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
     out = []
     for tok in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline):
         if tok.type == tokenize.NUMBER:
@@ -166,7 +166,9 @@ def test_first_code_cell_is_tagged_parameters_with_smoke_defaults(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_executed_without_errors(path):
     for cell in code_cells(path):
-        assert cell.execution_count is not None, f"{path.name}: cell {cell.get('id')} was not executed (run `make notebooks`)"
+        assert cell.execution_count is not None, (
+            f"{path.name}: cell {cell.get('id')} was not executed (run `make notebooks`)"
+        )
         for output in cell.outputs:
             assert output.output_type != "error", f"{path.name}: cell {cell.get('id')} holds an error output"
     tags = [t for c in code_cells(path) for t in c.metadata.get("tags", [])]
@@ -193,7 +195,9 @@ def test_outputs_that_vary_are_marked_and_figures_are_in_ignored_cells(path):
         has_image = any("image/png" in o.get("data", {}) for o in cell.outputs)
         prints_stamp = "stamp(" in cell.source
         if has_image or prints_stamp or "save_" in cell.source:
-            assert ignored, f"{path.name}: cell {cell.get('id')} shows figures/provenance/paths; mark it # NBVAL_IGNORE_OUTPUT"
+            assert ignored, (
+                f"{path.name}: cell {cell.get('id')} shows figures/provenance/paths; mark it # NBVAL_IGNORE_OUTPUT"
+            )
         if not ignored:
             text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
             assert "Warning" not in text, f"{path.name}: cell {cell.get('id')} prints a warning nbval would compare"
@@ -307,7 +311,8 @@ def test_cpu_profile_students_are_a_tenth_of_the_source():
         n, r = stats[ds]["entities"], stats[ds]["relations"]
         dense = build_model(source.model, n, r, source.rank).parameter_counts()["dense"]
         budget = kept_count(dense, source.gamma)
-        student = build_model(source.model, n, r, rank_for_budget(source.model, n, r, budget)).parameter_counts()["dense"]
+        student = build_model(source.model, n, r,
+                              rank_for_budget(source.model, n, r, budget)).parameter_counts()["dense"]
         assert 0.08 * dense <= student <= budget <= 0.1 * dense + 1
 
 
@@ -329,7 +334,8 @@ def fake_record(mrr: float, model: str = "model", nonzero: int = 100, rank: int 
         "config": RunConfig(rank=rank).to_dict(),
         "test": {model: {"all": metrics, "long_tail": metrics | {"triples": 3}}},
         "parameter_counts": {model: {"dense": nonzero, "nonzero": nonzero}},
-        "provenance": {"device": "cpu (x, 1 threads)", "torch": "2", "git_commit": "abc", "date": "2026-01-01 00:00 UTC"},
+        "provenance": {"device": "cpu (x, 1 threads)", "torch": "2", "git_commit": "abc",
+                       "date": "2026-01-01 00:00 UTC"},
     }
 
 
@@ -378,7 +384,8 @@ def test_a_saved_table_round_trips_and_states_its_caption(demo_root):
     import pandas as pd
 
     frame = pd.DataFrame(
-        {"MRR": [0.123456789, 0.5], "MRR Δ": [-0.01, float("nan")], "size": [1_234_567, 42], "source": ["measured", "quoted"]},
+        {"MRR": [0.123456789, 0.5], "MRR Δ": [-0.01, float("nan")], "size": [1_234_567, 42],
+         "source": ["measured", "quoted"]},
         index=["CP", "TransE"],
     )
     paths = save_table(frame, "t", "demo", caption="caption | stamp", note="a note")
@@ -500,8 +507,10 @@ def test_sanitizers_hide_run_specific_text_but_keep_metrics():
         "2026-11-21 05:40 UTC .. 2026-11-21 05:41 UTC | 16 run record(s)\n"
         "done in 12.5 s; <Figure at 0x7f3a2b1c9d10> ['/work/main/results/smoke/tables/table1.csv']"
     )
-    other = varying.replace("x86_64, 1", "aarch64, 2").replace("2.13.0+cpu", "2.13.1").replace("abdd90c3fdcc-dirty", "0123456789ab")
-    other = other.replace("05:4", "17:2").replace("12.5 s", "3 s").replace("0x7f3a2b1c9d10", "0x55aa00ff1234").replace("/work/main", "/ci/build")
+    other = (varying.replace("x86_64, 1", "aarch64, 2").replace("2.13.0+cpu", "2.13.1")
+             .replace("abdd90c3fdcc-dirty", "0123456789ab"))
+    other = (other.replace("05:4", "17:2").replace("12.5 s", "3 s").replace("0x7f3a2b1c9d10", "0x55aa00ff1234")
+             .replace("/work/main", "/ci/build"))
     assert sanitize(varying) == sanitize(other)
     metrics = "CP  measured 0.8725    0.3330 +0.5395 11,584  50,000,000  32     2,000     1\nMetaSD-CP: 0.1001 of CP's"
     assert sanitize(metrics) == metrics
@@ -538,7 +547,8 @@ def load_runner():
 def test_runner_selects_notebooks_in_order_and_rejects_unknown_names():
     runner = load_runner()
     assert [p.name for p in runner.notebooks(None)] == [p.name for p in NOTEBOOKS]
-    assert [p.name for p in runner.notebooks(["03", "01_main_results"])] == ["01_main_results.ipynb", "03_ablation.ipynb"]
+    assert ([p.name for p in runner.notebooks(["03", "01_main_results"])]
+            == ["01_main_results.ipynb", "03_ablation.ipynb"])
     with pytest.raises(SystemExit, match="no notebook"):
         runner.notebooks(["99"])
 
@@ -548,7 +558,8 @@ def test_runner_stops_and_names_notebook_cell_and_error(tmp_path, monkeypatch, c
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "smoke"\nshow_progress = False')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     (tmp_path / "notebooks").mkdir()
     nbformat.write(nb, tmp_path / "notebooks" / "98_broken.ipynb")
@@ -638,7 +649,8 @@ def test_results_of_figure1_and_the_buckets(tiny_study):
 def test_footprint_exports_the_student_with_the_recorded_mrr(tiny_study):
     fp = tiny_study.footprint()
     nonzero = fp.record["parameter_counts"]["student"]["nonzero"]
-    assert fp.describe() == f"MetaSD on FB15k-237 (trained on UMLS as a stand-in) - student non-zero parameters: {nonzero:,}"
+    assert fp.describe() == (f"MetaSD on FB15k-237 (trained on UMLS as a stand-in) - student non-zero parameters: "
+                             f"{nonzero:,}")
     frame = fp.measure()
     assert list(frame["parameters"])[1:] == [nonzero, nonzero]
     lines = fp.summary().splitlines()

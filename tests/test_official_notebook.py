@@ -32,7 +32,8 @@ OFFICIAL, PAPER_EQ = "MetaSD (official code)", "MetaSD (paper equations)"
 #: docs/official_code_audit.md, "Switches to add": the official code's values
 SWITCHES = dict(temperature=3.0, kl_mode="official", kl_temperature_squared=False, loss_weighting="unit",
                 teacher_warm_step=True, quiz_selection="head", quiz_per_meta_step="all", soft_mask_epsilon=1e-8,
-                rp_weight=4.0, test_history=True, student_eval_gammas=(0.8,), student_eval_modes=("pruned", "official_dense"),
+                rp_weight=4.0, test_history=True, student_eval_gammas=(0.8,),
+                student_eval_modes=("pruned", "official_dense"),
                 method="metasd", meta_order="sequential", virtual_lr=0.1, meta_lr=1e-4, regularizer="DURA_W")
 
 
@@ -77,21 +78,26 @@ def fake_record(valid: list[float], test: list[float], source_test: list[float],
     """Evaluations at epochs 1..n: the student's validation and test MRR and the dense source's test MRR;
     student_eval at the validation-selected epoch (pruned 0.9 = that epoch's test MRR)."""
     history = [{"epoch": e + 1, "valid": {"student": metrics(v), "teacher": metrics(0.5)},
-                "test": {"student": metrics(t), "teacher": metrics(s)}} for e, (v, t, s) in enumerate(zip(valid, test, source_test))]
+                "test": {"student": metrics(t), "teacher": metrics(s)}}
+               for e, (v, t, s) in enumerate(zip(valid, test, source_test))]
     best = max(range(len(valid)), key=lambda i: valid[i])
     p = 1000
     evals = [{"mode": "pruned", "gamma": 0.9, "metrics": metrics(test[best]), "read": {"total": 100, "dense": p}},
-             {"mode": "official_dense", "gamma": 0.9, "metrics": metrics(test[best] + 0.1), "read": {"total": 900, "dense": p}},
-             {"mode": "pruned", "gamma": 0.8, "metrics": metrics(test[best] + 0.05), "read": {"total": 200, "dense": p}},
-             {"mode": "official_dense", "gamma": 0.8, "metrics": metrics(test[best] + 0.15), "read": {"total": 920, "dense": p}}]
+             {"mode": "official_dense", "gamma": 0.9, "metrics": metrics(test[best] + 0.1),
+              "read": {"total": 900, "dense": p}},
+             {"mode": "pruned", "gamma": 0.8, "metrics": metrics(test[best] + 0.05),
+              "read": {"total": 200, "dense": p}},
+             {"mode": "official_dense", "gamma": 0.8, "metrics": metrics(test[best] + 0.15),
+              "read": {"total": 920, "dense": p}}]
     return {"run_name": name, "config": {"gamma": 0.9}, "selected_model": "student", "selected_epoch": best + 1,
             "history": history, "student_eval": evals, "stopped_epoch": len(valid), "converged": False,
             "test": {"teacher": {"all": metrics(0.6)}, "student": {"all": metrics(test[best])}},
             "parameter_counts": {"teacher": {"nonzero": p}, "student": {"nonzero": 100}}, "seconds_per_epoch": 1.0}
 
 
-BLOCK = {"recipes": {"paper equations": PAPER_EQ, "official code": OFFICIAL}, "eval_modes": ["pruned", "official_dense"],
-         "eval_rates": [0.9, 0.8], "test_rule": "official_last", "threshold": 0.3948, "rule_model": "teacher", "small_graphs": {}}
+BLOCK = {"recipes": {"paper equations": PAPER_EQ, "official code": OFFICIAL},
+         "eval_modes": ["pruned", "official_dense"], "eval_rates": [0.9, 0.8], "test_rule": "official_last",
+         "threshold": 0.3948, "rule_model": "teacher", "small_graphs": {}}
 
 
 def cells_by_key(cells: list[dict]) -> dict:
@@ -129,7 +135,8 @@ def test_dataset_table_means_seeds_and_puts_the_published_row_in_paper_columns()
     a = fake_record([0.2, 0.3], [0.21, 0.30], [0.5, 0.5], "a")
     b = fake_record([0.2, 0.3], [0.21, 0.34], [0.5, 0.5], "b")
     c = fake_record([0.3, 0.2], [0.25, 0.20], [0.5, 0.5], "c")  # selects epoch 1: official_last (epoch 2) not stored
-    cells = {"paper equations": [run_cells(a, BLOCK), run_cells(b, BLOCK)], "official code": [run_cells(a, BLOCK), run_cells(c, BLOCK)]}
+    cells = {"paper equations": [run_cells(a, BLOCK), run_cells(b, BLOCK)],
+             "official code": [run_cells(a, BLOCK), run_cells(c, BLOCK)]}
     paper = {"MRR": 0.391, "H@1": 0.3, "H@3": 0.428, "H@10": 0.571, "size": 6_000_000}
     frame = dataset_table(cells, BLOCK, paper)
     assert list(frame.index[:8]) == ["paper equations"] * 8 and frame.index[-1] == "MetaSD (published)"
@@ -147,7 +154,8 @@ def test_dataset_table_means_seeds_and_puts_the_published_row_in_paper_columns()
     assert (missing["cell"] == NOT_TRAINED).all() and missing["MRR"].isna().all()
     mixed = dataset_table({"official code": [run_cells(c, BLOCK), missing_cells(BLOCK)]}, BLOCK)
     assert (mixed["cell"] == NOT_TRAINED).all() and list(mixed["epoch"][:2]) == ["1/-", "2/-"]  # a seed missing wins
-    assert "no run of this dataset is trained yet" in reading("X", dataset_table({"official code": [missing_cells(BLOCK)]}, BLOCK, paper), BLOCK)
+    assert "no run of this dataset is trained yet" in reading(
+        "X", dataset_table({"official code": [missing_cells(BLOCK)]}, BLOCK, paper), BLOCK)
 
 
 def test_selection_table_reading_and_figure():
@@ -156,22 +164,28 @@ def test_selection_table_reading_and_figure():
     matplotlib.use("Agg")
     record = fake_record([0.20, 0.30, 0.25], [0.21, 0.28, 0.33], [0.40, 0.39, 0.41])
     rules = selection_table({"official code s0": record}, BLOCK)
-    assert list(rules["rule"]) == ["valid", "test: official rule (first)", "test: official rule (last)", "final epoch", "test: max"]
+    assert list(rules["rule"]) == ["valid", "test: official rule (first)", "test: official rule (last)", "final epoch",
+                                   "test: max"]
     assert list(rules["epoch"]) == ["2", "1", "3", "3", "3"] and rules["optimism"].iloc[2] == pytest.approx(0.05)
 
     class Spec:  # what OfficialResults reads of a RunSpec
         def __init__(self, row, name):
-            self.row, self.run_name, self.seed, self.paper_dataset, self.recipe = row, name, 0, "FB15k-237", BLOCK["recipes"][row]
+            self.row, self.run_name, self.seed, self.paper_dataset, self.recipe = (
+                row, name, 0, "FB15k-237", BLOCK["recipes"][row])
             self.config = RunConfig(dataset="FB15k-237")
 
     specs = [Spec("paper equations", "a"), Spec("official code", "b")]
     results = OfficialResults(BLOCK, specs, {"a": record}, {"FB15k-237": "FB15k-237"}, {"FB15k-237": None}, "cpu")
-    assert results.missing == ["b"] and 'scripts/train_runs.py --profile cpu --match "notebook 07"' in results.describe()
+    assert (results.missing == ["b"]
+            and 'scripts/train_runs.py --profile cpu --match "notebook 07"' in results.describe())
     text = reading("FB15k-237", results.tables["FB15k-237"], BLOCK)
     assert "the rule selects no evaluation" not in text
-    never = reading("X", dataset_table({"paper equations": [run_cells(record, {**BLOCK, "threshold": 0.9})]}, BLOCK), BLOCK)
-    assert "MRR n/a (paper equations), n/a (official code) (n/a for paper equations: the rule selects no evaluation)." in never
-    assert "official_dense minus pruned MRR at rate 0.9 (valid-selected): +0.1000 (paper equations), n/a (official code)" in text
+    never = reading("X", dataset_table({"paper equations": [run_cells(record, {**BLOCK, "threshold": 0.9})]}, BLOCK),
+                    BLOCK)
+    assert ("MRR n/a (paper equations), n/a (official code) "
+            "(n/a for paper equations: the rule selects no evaluation).") in never
+    assert ("official_dense minus pruned MRR at rate 0.9 (valid-selected): +0.1000 (paper equations), "
+            "n/a (official code)") in text
     assert "test: official rule (last) minus valid selection, pruned 0.9: MRR +0.0500 (paper equations)" in text
     fig = results.figure()
     assert len(fig.axes) == 1 and fig.axes[0].get_xscale() == "log"
@@ -201,7 +215,8 @@ def profile_with(tmp_path: Path, **changes) -> Path:
     (dict(recipes={"dml": "DML"}), r"official_code\.recipes: recipe 'DML' .* pruned student"),
     (dict(tets_rule="max_test"), r"in official_code: unknown key.*'tets_rule' -> 'test_rule'"),
     ({"recipe:MetaSD (paper equations)": {"test_history": False}}, r"needs config field 'test_history'"),
-    ({"recipe:MetaSD (official code)": {"student_eval_modes": ["pruned"]}}, r"official_code\.eval_modes: .* 'student_eval_modes'"),
+    ({"recipe:MetaSD (official code)": {"student_eval_modes": ["pruned"]}},
+     r"official_code\.eval_modes: .* 'student_eval_modes'"),
     ({"recipe:MetaSD (official code)": {"student_eval_gammas": [1.5]}}, r"config field 'student_eval_gammas'"),
 ])
 def test_bad_eval_options_fail_at_profile_load_naming_the_field(tmp_path, changes, match):
@@ -218,7 +233,8 @@ def test_the_plan_lists_the_sections_runs():
     assert {r.paper_dataset for r in runs} == {"FB15k-237", "WN18RR", "Kinship"}
     kinship = [s.config for s in specs if s.paper_dataset == "Kinship"]
     assert {(c.dataset, c.rank, c.max_epochs, c.mask_schedule) for c in kinship} == {("Kinship", 100, 100, "epoch")}
-    assert matching(runs, [f"{OFFICIAL_ROW} Kinship"]) and all(r.paper_dataset == "Kinship" for r in matching(runs, [f"{OFFICIAL_ROW} Kinship"]))
+    assert (matching(runs, [f"{OFFICIAL_ROW} Kinship"])
+            and all(r.paper_dataset == "Kinship" for r in matching(runs, [f"{OFFICIAL_ROW} Kinship"])))
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu"])

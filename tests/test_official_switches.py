@@ -45,7 +45,8 @@ def test_official_kl_mix_matches_the_hand_formula():
 
 
 def test_unit_loss_weighting_is_the_plain_sum(nations):
-    learner = learner_for(nations, loss_weighting="unit", kl_mode="official", temperature=3.0, kl_temperature_squared=False)
+    learner = learner_for(nations, loss_weighting="unit", kl_mode="official", temperature=3.0,
+                          kl_temperature_squared=False)
     batch = nations.reciprocal(nations.train)[:32]
     s_terms = learner.terms(learner.student, batch, masked=True)
     t_terms = learner.terms(learner.modules["teacher"], batch)
@@ -55,7 +56,8 @@ def test_unit_loss_weighting_is_the_plain_sum(nations):
     expected = s_terms.fit + distillation_kl(s_log_p, t_log_p, 3.0, "official", True, squared=False) + s_terms.penalty
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     hand_fit = F.cross_entropy(s_terms.scores, batch[:, 2])
-    assert float(s_terms.fit.detach()) == pytest.approx(float(hand_fit.detach()), rel=1e-6)  # rp_weight 0: the tail CE alone
+    # rp_weight 0: the tail CE alone
+    assert float(s_terms.fit.detach()) == pytest.approx(float(hand_fit.detach()), rel=1e-6)
 
 
 def test_teacher_warm_step_is_one_plain_adagrad_step_first(nations):

@@ -47,7 +47,8 @@ def _chunked(query, candidates, targets, weights=None, **kwargs):
 def test_fp32_chunks_equal_the_full_matrix_cross_entropy(weighted, chunk):
     query, candidates, targets, weights = _operands()
     w = weights if weighted else None
-    for got, want in zip(_chunked(query, candidates, targets, w, chunk_rows=chunk), _reference(query, candidates, targets, w)):
+    for got, want in zip(_chunked(query, candidates, targets, w, chunk_rows=chunk),
+                         _reference(query, candidates, targets, w)):
         assert rel(got, want) < 1e-5
 
 

@@ -29,7 +29,8 @@ DATA = Path(__file__).parent / "data"
 
 def expected(profile: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
     lines = (DATA / f"plan_{profile}.tsv").read_text().splitlines()
-    return [(name, ds, group, tuple(rows.split(" | "))) for name, ds, group, rows in (line.split("\t") for line in lines)]
+    return [(name, ds, group, tuple(rows.split(" | ")))
+            for name, ds, group, rows in (line.split("\t") for line in lines)]
 
 
 @pytest.fixture(scope="module")

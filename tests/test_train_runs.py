@@ -156,7 +156,8 @@ def test_trains_the_distile_row_of_table1_teacher_first(script, tmp_path, capsys
 def test_lists_notebook_06_runs_teachers_first(script, tmp_path, capsys):
     from kgdistill.study.distile.planning import distile_planned_runs as notebook_runs
 
-    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list", "--match", "DistilE notebook 06"]) == 0
+    assert script.main(["--profile", "smoke", "--runs-dir", str(tmp_path), "--list", "--match",
+                        "DistilE notebook 06"]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "distile-" in line]
     planned = [config.run_name() for config, _ in notebook_runs(load_profile("smoke")["distile"])]
     assert names == planned and len(names) == 90

@@ -19,9 +19,9 @@ import torch
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
-from ..core.datasets import expand_runs
-from ..core.models import KBCModel, build_model
-from ..core.records import atomic_write_bytes, load_torch
+from ..core.datasets import expand_runs  # noqa: E402
+from ..core.models import KBCModel, build_model  # noqa: E402
+from ..core.records import atomic_write_bytes, load_torch  # noqa: E402
 
 FORMAT = "kgdistill-sparse-v1"
 
@@ -74,7 +74,9 @@ def export_sparse(model: KBCModel, path: str | os.PathLike) -> dict[str, int]:
 def _read(path: str | os.PathLike) -> dict:
     artifact = load_torch(path)
     if not isinstance(artifact, dict) or artifact.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} artifact; create one with kgdistill.compression.sparse.export_sparse")
+        raise ValueError(
+            f"{path} is not a {FORMAT} artifact; create one with kgdistill.compression.sparse.export_sparse"
+        )
     return artifact
 
 

@@ -170,7 +170,9 @@ class FilterIndex:
         return cls(keys, offsets, target.contiguous(), n_query_relations)
 
     def to(self, device: torch.device | str) -> "FilterIndex":
-        return FilterIndex(self.keys.to(device), self.offsets.to(device), self.targets.to(device), self.n_query_relations)
+        return FilterIndex(
+            self.keys.to(device), self.offsets.to(device), self.targets.to(device), self.n_query_relations
+        )
 
     def answers(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Known answers of a batch of queries (B, ≥2) as (row in batch, entity) index pairs."""

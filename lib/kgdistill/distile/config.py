@@ -90,7 +90,9 @@ class DistilEConfig(ConfigBase):
             )
         if self.method == "ds":
             if not self.teacher:
-                raise ValueError("config field 'teacher': method 'ds' needs the config (dict) of a 'plain' run as teacher")
+                raise ValueError(
+                    "config field 'teacher': method 'ds' needs the config (dict) of a 'plain' run as teacher"
+                )
             teacher = DistilEConfig.from_dict(self.teacher)
             if teacher.method != "plain":
                 raise ValueError("config field 'teacher': the teacher must be a 'plain' run")

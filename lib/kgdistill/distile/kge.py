@@ -190,7 +190,9 @@ class DistilEComplEx(KGEModel):
         return x[..., : self.dim], x[..., self.dim :]
 
     def score(self, h, r, t):
-        (hr, hi), (rr, ri), (tr, ti) = self._split(self.entity[h]), self._split(self.relation[r]), self._split(self.entity[t])
+        (hr, hi), (rr, ri), (tr, ti) = (
+            self._split(self.entity[h]), self._split(self.relation[r]), self._split(self.entity[t])
+        )
         return ((hr * rr - hi * ri) * tr + (hr * ri + hi * rr) * ti).sum(-1)
 
     def _tails(self, h, r):
@@ -237,8 +239,12 @@ class RotatE(KGEModel):
         super().__init__(n_entities, n_relations, dim)
         self.gamma = float(gamma)
         self.embedding_range = (gamma + epsilon) / dim
-        self.entity = nn.Parameter(torch.empty(n_entities, 2 * dim).uniform_(-self.embedding_range, self.embedding_range))
-        self.relation = nn.Parameter(torch.empty(n_relations, dim).uniform_(-self.embedding_range, self.embedding_range))
+        self.entity = nn.Parameter(
+            torch.empty(n_entities, 2 * dim).uniform_(-self.embedding_range, self.embedding_range)
+        )
+        self.relation = nn.Parameter(
+            torch.empty(n_relations, dim).uniform_(-self.embedding_range, self.embedding_range)
+        )
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x[..., : self.dim], x[..., self.dim :]

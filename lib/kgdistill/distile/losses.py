@@ -34,7 +34,9 @@ def margin_hard(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Te
     return F.relu(margin - pos.unsqueeze(1) + neg).mean()
 
 
-def margin_soft(pos: torch.Tensor, neg: torch.Tensor, target_pos: torch.Tensor, target_neg: torch.Tensor) -> torch.Tensor:
+def margin_soft(
+    pos: torch.Tensor, neg: torch.Tensor, target_pos: torch.Tensor, target_neg: torch.Tensor
+) -> torch.Tensor:
     """Eq. 4/9: mean over the positive and its negatives of ``|target − score|``."""
     diffs = torch.cat([(target_pos - pos).abs().unsqueeze(1), (target_neg - neg).abs()], 1)
     return diffs.mean()
@@ -46,7 +48,11 @@ def logistic_hard(pos: torch.Tensor, neg: torch.Tensor, weighting: str = "balanc
 
 
 def logistic_soft(
-    pos: torch.Tensor, neg: torch.Tensor, target_pos: torch.Tensor, target_neg: torch.Tensor, weighting: str = "balanced"
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    target_pos: torch.Tensor,
+    target_neg: torch.Tensor,
+    weighting: str = "balanced",
 ) -> torch.Tensor:
     """Eq. 8/10: ``−(p_T log p_S + (1 − p_T) log(1 − p_S))`` with ``p = σ(score)``; targets are logits."""
     pos_terms = F.binary_cross_entropy_with_logits(pos, torch.sigmoid(target_pos), reduction="none")
@@ -62,7 +68,12 @@ def hard_loss(family: str, pos: torch.Tensor, neg: torch.Tensor, margin: float, 
 
 
 def soft_loss(
-    family: str, pos: torch.Tensor, neg: torch.Tensor, target_pos: torch.Tensor, target_neg: torch.Tensor, weighting: str
+    family: str,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    target_pos: torch.Tensor,
+    target_neg: torch.Tensor,
+    weighting: str,
 ) -> torch.Tensor:
     """Soft-label loss of a learner's scores against the other model's (pass them detached)."""
     if family == "margin":

@@ -62,7 +62,9 @@ class DistilETrainer(TrainerBase):
             n: torch.optim.Adam(m.parameters(), lr=config.learning_rate, foreach=True) for n, m in self.modules.items()
         }
         self.schedulers = {
-            n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="min", factor=config.lr_decay, patience=config.lr_patience)
+            n: torch.optim.lr_scheduler.ReduceLROnPlateau(
+                o, mode="min", factor=config.lr_decay, patience=config.lr_patience
+            )
             for n, o in self.optimizers.items()
         }
 

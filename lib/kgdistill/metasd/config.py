@@ -180,10 +180,14 @@ class RunConfig(ConfigBase):
         if self.method not in TEACHER_METHODS:
             return
         if not self.teacher:
-            raise ValueError(f"config field 'teacher': method {self.method!r} needs the config of a finished baseline run")
+            raise ValueError(
+                f"config field 'teacher': method {self.method!r} needs the config of a finished baseline run"
+            )
         teacher = self.teacher_config()
         if teacher.method != "baseline" or teacher.dataset.lower() != self.dataset.lower():
-            raise ValueError(f"config field 'teacher': the {self.method} teacher must be a baseline run on the same dataset")
+            raise ValueError(
+                f"config field 'teacher': the {self.method} teacher must be a baseline run on the same dataset"
+            )
         if self.method == "prune_finetune" and (teacher.model, teacher.rank) != (self.model, self.rank):
             raise ValueError(
                 f"config field 'teacher': prune_finetune prunes its source, so model and rank must match it "
@@ -203,8 +207,12 @@ class RunConfig(ConfigBase):
             "quiz_per_meta_step": (switches["meta"], "a meta method (metasd, metasd_wo_p)"),
             "teacher_warm_step": (switches["teacher"] == "mutual", "a mutually trained teacher (dml, metasd*)"),
             "soft_mask_epsilon": (switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m)"),
-            "student_eval_modes": (switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m, prune_finetune)"),
-            "student_eval_gammas": (switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m, prune_finetune)"),
+            "student_eval_modes": (
+                switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m, prune_finetune)"
+            ),
+            "student_eval_gammas": (
+                switches["student"] == "pruned", "a pruned student (metasd, metasd_wo_m, prune_finetune)"
+            ),
         }
         for name, (applies, what) in needs.items():
             if changed(name) and not applies:

@@ -69,7 +69,11 @@ class _DistilledCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits, log_p, targets, other_log_p, a, b, row_weights):
         n = log_p.shape[0]
         rows = torch.arange(n, device=log_p.device)
-        coef = row_weights / row_weights.sum() if row_weights is not None else torch.full((n,), 1.0 / n, device=log_p.device, dtype=log_p.dtype)
+        coef = (
+            row_weights / row_weights.sum()
+            if row_weights is not None
+            else torch.full((n,), 1.0 / n, device=log_p.device, dtype=log_p.dtype)
+        )
         ce = -(log_p[rows, targets] * coef).sum()
         p_other = other_log_p.exp()
         kl = (p_other * (other_log_p - log_p)).sum() / n

@@ -60,7 +60,9 @@ class DistillationLearner(MetaStep, Learner):
             self.student = teacher
         else:
             student_rank = config.student_rank or self.budget_rank(config, dataset, teacher)
-            self.student = build_model(config.model, dataset.n_entities, dataset.n_relations, student_rank, config.init_scale)
+            self.student = build_model(
+                config.model, dataset.n_entities, dataset.n_relations, student_rank, config.init_scale
+            )
             self.modules["student"] = self.student.to(device)
         trainable = list(self.student.parameters()) if not self.pruned else []
         if self.teacher_mode == "mutual":
@@ -127,7 +129,9 @@ class DistillationLearner(MetaStep, Learner):
         return c.kl_mode == "target_first" and c.temperature == 1.0 and c.loss_weighting == "alpha_beta"
 
     def terms(self, model: KBCModel, batch: torch.Tensor, masked: bool = False, params: dict | None = None) -> Losses:
-        return supervised_loss(model, batch, self.config, self.class_weights, masked, params=params, tail_ce=not self.fused)
+        return supervised_loss(
+            model, batch, self.config, self.class_weights, masked, params=params, tail_ce=not self.fused
+        )
 
     def target_log_p(self, terms: Losses) -> torch.Tensor:
         """A model's tempered log-distribution, detached: what the other model distils from."""
@@ -149,7 +153,9 @@ class DistillationLearner(MetaStep, Learner):
                    virtual: bool = False):
         c = self.config
         if self.fused:
-            return distilled_cross_entropy(own, other_log_p, weight, self.class_weights) + weight * own.fit + own.penalty
+            return (
+                distilled_cross_entropy(own, other_log_p, weight, self.class_weights) + weight * own.fit + own.penalty
+            )
         own_log_p = tempered_log_probs(own.scores, c.temperature, own.log_probs)
         kl = distillation_kl(own_log_p, other_log_p, c.temperature, c.kl_mode, learner_is_student,
                              virtual=virtual, squared=c.kl_temperature_squared)
@@ -219,7 +225,8 @@ class DistillationLearner(MetaStep, Learner):
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         teacher = self.modules["teacher"]
         dense = teacher.parameter_counts()["dense"]
-        counts = {"teacher": {"dense": dense, "nonzero": int(teacher.entity.count_nonzero() + teacher.relation.count_nonzero())}}
+        counts = {"teacher": {"dense": dense,
+                              "nonzero": int(teacher.entity.count_nonzero() + teacher.relation.count_nonzero())}}
         counts["student"] = self.student.parameter_counts()
         return counts
 

@@ -47,7 +47,9 @@ Masks = dict[str, torch.Tensor]
 def check_mode(mode: str, field: str = MODES_FIELD) -> str:
     """Return ``mode`` if it is one of :data:`EVAL_MODES`, else raise naming ``field`` and the choices."""
     if mode not in EVAL_MODES:
-        raise ValueError(f"config field {field!r}: unknown student evaluation mode {mode!r}; choose from {list(EVAL_MODES)}")
+        raise ValueError(
+            f"config field {field!r}: unknown student evaluation mode {mode!r}; choose from {list(EVAL_MODES)}"
+        )
     return mode
 
 
@@ -123,7 +125,9 @@ def student_masks(model: KBCModel, gamma: float | None = None, mode: str = "prun
 
 
 # --- scorers ------------------------------------------------------------------------------------
-def student_scorer(model: KBCModel, mode: str = "pruned", gamma: float | None = None, masks: Masks | None = None) -> Scorer:
+def student_scorer(
+    model: KBCModel, mode: str = "pruned", gamma: float | None = None, masks: Masks | None = None
+) -> Scorer:
     """Scorer (queries (B, ≥2) -> scores (B, N)) of the student in ``mode``.
 
     ``masks`` (bool, keyed ``entity``/``relation``) override the installed ones; else ``gamma``
@@ -253,8 +257,12 @@ def columns_read(model: KBCModel) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         r = (torch.rand(3, d_r, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
         e = (torch.rand(4, d_e, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
         query = model._query(h, r)
-        g_h, g_r = torch.autograd.grad((query * (torch.rand(query.shape, generator=g, dtype=torch.float64) + 0.5)).sum(), (h, r))
+        g_h, g_r = torch.autograd.grad(
+            (query * (torch.rand(query.shape, generator=g, dtype=torch.float64) + 0.5)).sum(), (h, r)
+        )
         cand = model._candidates(e)
-        (g_e,) = torch.autograd.grad((cand * (torch.rand(cand.shape, generator=g, dtype=torch.float64) + 0.5)).sum(), (e,))
+        (g_e,) = torch.autograd.grad(
+            (cand * (torch.rand(cand.shape, generator=g, dtype=torch.float64) + 0.5)).sum(), (e,)
+        )
     device = model.entity.device
     return ((g_h != 0).any(0).to(device), (g_e != 0).any(0).to(device), (g_r != 0).any(0).to(device))

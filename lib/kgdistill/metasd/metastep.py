@@ -157,7 +157,9 @@ class MetaStep:
         q, dq = jvp(student._query, (entity[h], relation[r]), (d_entity[h], d_relation[r]))
         return dq @ student._candidates(entity).T + q @ student._candidates(d_entity).T
 
-    def meta_grad_of_teacher_logits(self, s_scores: torch.Tensor, t_log_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def meta_grad_of_teacher_logits(
+        self, s_scores: torch.Tensor, t_log_p: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
         """∂/∂z_T of −λ·w·⟨∂KL/∂z_S, u⟩ in closed form, (B, N); z = logits, T = temperature,
         w = 1−α (``loss_weighting: unit``: 1), KL × T² unless ``kl_temperature_squared`` is off.
 

@@ -143,7 +143,9 @@ class ConfigBase:
     }
     #: Fields added after records existed, with their defaults: left out of the identity while at
     #: their default, so adding one never changes an existing record's hash. Subclasses extend it.
-    LATE_FIELDS: ClassVar[dict[str, Any]] = {"patience": 0, "min_delta": 0.0, "test_history": False, "precision": "auto"}
+    LATE_FIELDS: ClassVar[dict[str, Any]] = {
+        "patience": 0, "min_delta": 0.0, "test_history": False, "precision": "auto"
+    }
     #: which paper family the config belongs to ("metasd" or "distile"), stored in records
     PAPER: ClassVar[str] = "base"
 

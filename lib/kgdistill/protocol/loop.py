@@ -213,7 +213,8 @@ def fit(
     precision = resolve_precision(config.precision, device.type)
     if device.type == "cuda":  # TF32 matmuls for tf32 (and bf16's fp32 parts), exact fp32 otherwise
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
-    bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(), unit="epoch")
+    bar = tqdm(total=config.max_epochs, initial=first_epoch - 1, disable=not show_progress, desc=config.run_name(),
+               unit="epoch")
     interval_start = time.time()  # wall clock since the last checkpoint, for stop_at_time
     for epoch in range(first_epoch, config.max_epochs + 1):
         if plateau.reached:  # resumed from the checkpoint that reached it

@@ -1,11 +1,12 @@
 """One entry point for every run of either paper family: ``run(config)``.
 
 * :func:`run` asks the family registry (:mod:`kgdistill.protocol.registry`) for the trainer of
-  the config's family (``metasd``: baseline, KD, DML, MetaSD and its ablations; ``distile``), loads the teacher a run learns from (KD, DistilE ``ds``) with :func:`load_best` and passes its
-  weights into the trainer, then lets :func:`kgdistill.protocol.loop.fit` train, resume or reuse it;
+  the config's family (``metasd``: baseline, KD, DML, MetaSD and its ablations; ``distile``), loads the teacher a run
+  learns from (KD, DistilE ``ds``) with :func:`load_best` and passes its weights into the trainer, then lets
+  :func:`kgdistill.protocol.loop.fit` train, resume or reuse it;
 * :func:`run_dir_for`, :func:`load_best` (trained weights of any finished run, retrained when only
-  the committed record exists), :func:`config_from_record` (and :func:`kgdistill.core.records.record_dims`) are what every
-  caller that reads runs uses.
+  the committed record exists), :func:`config_from_record` (and :func:`kgdistill.core.records.record_dims`) are what
+  every caller that reads runs uses.
 
 A run lives in ``<runs_dir>/<run name>/`` (``run_name`` ends with the config's hash): asking for
 a run whose record exists returns it without training.
@@ -34,8 +35,8 @@ from .loop import TrainerBase, fit
 from .registry import family_of, family_of_record, model_from_state
 
 __all__ = [
-    "BEST", "CHECKPOINT", "RECORD", "best_weights", "config_from_record", "existing_record", "load_best", "make_trainer",
-    "run", "run_dir_for",
+    "BEST", "CHECKPOINT", "RECORD", "best_weights", "config_from_record", "existing_record", "load_best",
+    "make_trainer", "run", "run_dir_for",
 ]
 
 
@@ -44,7 +45,9 @@ def run_dir_for(config: ConfigBase, runs_dir: str | Path) -> Path:
     return Path(runs_dir) / config.run_name()
 
 
-def make_trainer(config: ConfigBase, dataset: KGDataset, device: torch.device, teacher_state: dict | None = None) -> TrainerBase:
+def make_trainer(
+    config: ConfigBase, dataset: KGDataset, device: torch.device, teacher_state: dict | None = None
+) -> TrainerBase:
     """The trainer of ``config``'s family and method (seed torch before calling)."""
     return family_of(config).make_trainer(config, dataset, device, teacher_state)
 

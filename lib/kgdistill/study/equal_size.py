@@ -101,7 +101,9 @@ def run_configs(section: dict, dataset: str, source_rank: int, seed: int,
     ``dataset``, ``seed``, the rank (the source's; the dense-alone row's :func:`small_rank`) and γ.
     ``sizes`` maps a benchmark to ``(entities, relations)``."""
     if dataset not in sizes:
-        raise ValueError(f"section {EQUAL_SIZE_SECTION}: no entity/relation counts for {dataset!r}; known: {sorted(sizes)}")
+        raise ValueError(
+            f"section {EQUAL_SIZE_SECTION}: no entity/relation counts for {dataset!r}; known: {sorted(sizes)}"
+        )
     base = {**(section.get("config") or {}), **((section.get("per_dataset") or {}).get(dataset) or {})}
     per_row = section.get("per_row") or {}
     gamma = float(section.get("gamma", 0.9))
@@ -123,7 +125,8 @@ def run_configs(section: dict, dataset: str, source_rank: int, seed: int,
             out[row.label] = source
         elif row.label == DENSE:
             n_e, n_r = sizes[dataset]
-            out[row.label] = config(DENSE, method="baseline", rank=small_rank(source.model, n_e, n_r, source_rank, gamma))
+            out[row.label] = config(DENSE, method="baseline",
+                                    rank=small_rank(source.model, n_e, n_r, source_rank, gamma))
         elif row.method in ("kd", "prune_finetune"):
             out[row.label] = config(row.label, method=row.method, teacher=source.to_dict(), rank=int(source_rank))
         else:
@@ -162,7 +165,9 @@ def section_runs(section: dict, sizes: Mapping[str, tuple[int, int]]) -> list[Se
     ]
 
 
-def check_equal_size_section(section: dict, sizes: Mapping[str, tuple[int, int]], where: str = EQUAL_SIZE_SECTION) -> None:
+def check_equal_size_section(
+    section: dict, sizes: Mapping[str, tuple[int, int]], where: str = EQUAL_SIZE_SECTION
+) -> None:
     """Fail at profile load time, naming the key, when the section cannot build its configs."""
     for key in ("datasets", "source_ranks", "seeds"):
         if not section.get(key):
@@ -175,7 +180,9 @@ def check_equal_size_section(section: dict, sizes: Mapping[str, tuple[int, int]]
         raise ValueError(f"{where}.per_dataset: {unknown} are not in {where}.datasets {section['datasets']}")
     bad = sorted(set(section.get("quantize", SCHEMES)) - set(SCHEMES))
     if bad:
-        raise ValueError(f"{where}.quantize: {bad} are not schemes of kgdistill.compression.oneshot; choose from {list(SCHEMES)}")
+        raise ValueError(
+            f"{where}.quantize: {bad} are not schemes of kgdistill.compression.oneshot; choose from {list(SCHEMES)}"
+        )
     section_runs(section, sizes)  # every config validates
 
 

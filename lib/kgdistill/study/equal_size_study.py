@@ -52,7 +52,8 @@ POST_HOC = "post_hoc.json"
 POST_HOC_VERSION = 1
 
 #: columns of a measurements frame (one line per benchmark, source rank, row and seed)
-MEASURED = ("size", "bytes", "valid MRR", "MRR", "H@1", "H@10", "MRR official-dense", "parameters read (official-dense)")
+MEASURED = ("size", "bytes", "valid MRR", "MRR", "H@1", "H@10", "MRR official-dense",
+            "parameters read (official-dense)")
 #: methods whose selected model is the pruned source (stored sparse; official-dense evaluation in the record)
 PRUNED_METHODS = ("metasd", "metasd_wo_m", "prune_finetune")
 #: the equal-size figure's source points: hollow, larger, drawn over the rows at their size
@@ -202,7 +203,8 @@ class EqualSize:
         n_e, n_r = benchmark_sizes([r.dataset])[r.dataset]
         cls, rank = backbone(r.config.model), record["dims"][model]
         if r.config.method in PRUNED_METHODS:
-            stored = sparse_bytes(counts["nonzero"], [(n_e, cls.entity_width(rank)), (2 * n_r, cls.relation_width(rank))])
+            stored = sparse_bytes(counts["nonzero"],
+                                  [(n_e, cls.entity_width(rank)), (2 * n_r, cls.relation_width(rank))])
         else:
             stored = 4 * counts["dense"]
         return self._line(r.dataset, r.source_rank, r.row, r.seed, not budget_hit(record), counts["nonzero"], stored,
@@ -224,7 +226,9 @@ class EqualSize:
             lines += self._post_hoc_rows(run, rows, dataset, rank, seed, gamma)
         return lines
 
-    def _post_hoc_rows(self, run: SectionRun, rows: list, dataset: str, rank: int, seed: int, gamma: float) -> list[dict]:
+    def _post_hoc_rows(
+        self, run: SectionRun, rows: list, dataset: str, rank: int, seed: int, gamma: float
+    ) -> list[dict]:
         """The lines of ``rows`` (transforms of ``run``'s weights): read from its :data:`POST_HOC`
         file when it holds them all, else computed from the weights and saved there."""
         from ..core.records import atomic_write_json, read_json
@@ -243,7 +247,9 @@ class EqualSize:
         atomic_write_json(path, {"version": POST_HOC_VERSION, "gamma": gamma, "lines": cached})
         return lines
 
-    def _compute_post_hoc(self, run: SectionRun, rows: list, dataset: str, rank: int, seed: int, gamma: float) -> list[dict]:
+    def _compute_post_hoc(
+        self, run: SectionRun, rows: list, dataset: str, rank: int, seed: int, gamma: float
+    ) -> list[dict]:
         """The lines of ``rows`` measured on ``run``'s best weights (retrained when not on disk)."""
         from ..compression.oneshot import one_shot_pruned, quantize
         from ..core.evaluation import evaluate
@@ -267,7 +273,8 @@ class EqualSize:
                 official = evaluate_student(pruned, data, "official_dense", None, "test", config.tie_policy,
                                             config.eval_batch_size)
                 entity, relation = pruned.prunable().values()
-                stored = sparse_bytes(pruned.parameter_counts()["nonzero"], [tuple(entity.shape), tuple(relation.shape)])
+                stored = sparse_bytes(pruned.parameter_counts()["nonzero"],
+                                      [tuple(entity.shape), tuple(relation.shape)])
                 lines.append(self._line(dataset, rank, row.label, seed, converged, pruned.parameter_counts()["nonzero"],
                                         stored, valid, test, official["metrics"]["all"]["MRR"],
                                         official["read"]["total"], record["run_name"]))
@@ -292,7 +299,8 @@ class EqualSize:
         return frame[(frame["dataset"] == dataset) & (frame["source rank"] == int(rank))]
 
     def _parts(self) -> dict[tuple[str, int], pd.DataFrame]:
-        parts = {(ds, int(rank)): self._part(ds, rank) for ds in self.section["datasets"] for rank in self.section["source_ranks"]}
+        parts = {(ds, int(rank)): self._part(ds, rank)
+                 for ds in self.section["datasets"] for rank in self.section["source_ranks"]}
         return {key: part for key, part in parts.items() if not part.empty}
 
     def tables(self) -> dict[tuple[str, int], pd.DataFrame]:
@@ -346,7 +354,8 @@ class EqualSize:
             for i, label in enumerate(rows):
                 spread = 1.04 ** (equal.index(label) - (len(equal) - 1) / 2) if label in equal else 1.0
                 for j, rank in enumerate(ranks):
-                    part = frame[(frame["dataset"] == dataset) & (frame["source rank"] == rank) & (frame["row"] == label)]
+                    part = frame[(frame["dataset"] == dataset) & (frame["source rank"] == rank)
+                                 & (frame["row"] == label)]
                     if part.empty:
                         continue
                     std = part["MRR"].std(ddof=1) if len(part) > 1 else 0.0
@@ -365,7 +374,8 @@ class EqualSize:
                 style = SOURCE_STYLE if label == SOURCE else {}
                 _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none", label=label, **style)
         for j, rank in enumerate(ranks):
-            _ = axes[0][-1].plot([], [], marker=markers[j % 5], color="0.3", linestyle="none", label=f"source rank {rank}")
+            _ = axes[0][-1].plot([], [], marker=markers[j % 5], color="0.3", linestyle="none",
+                                 label=f"source rank {rank}")
         _ = axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         return fig

@@ -49,8 +49,8 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 
 
     * ``source (dense)``: the unpruned source model;
     * ``student (sparse file, dense kernels)``: the student written by
-      :func:`kgdistill.compression.sparse.export_sparse` and rebuilt by :func:`~kgdistill.compression.sparse.load_sparse`
-      (bit-identical scores; ``test MRR`` must equal the record's);
+      :func:`kgdistill.compression.sparse.export_sparse` and rebuilt by
+      :func:`~kgdistill.compression.sparse.load_sparse` (bit-identical scores; ``test MRR`` must equal the record's);
     * ``student (sparse kernels)``: :class:`~kgdistill.compression.sparse.SparseScorer` (sparse × dense products).
 
     Columns: ``parameters`` (non-zero for the students), ``disk bytes`` (``torch.save`` of the dense
@@ -84,16 +84,18 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 
     buffer = io.BytesIO()
     torch.save({"entity": source.entity.detach(), "relation": source.relation.detach()}, buffer)
     forms = {
-        "source (dense)": (lambda x: source.score_tails(x), source.parameter_counts()["dense"], len(buffer.getvalue()), exported["dense_bytes"]),
-        "student (sparse file, dense kernels)": (lambda x: student.score_tails(x, masked=True), exported["parameters"], exported["bytes"], exported["dense_bytes"]),
+        "source (dense)": (lambda x: source.score_tails(x), source.parameter_counts()["dense"],
+                           len(buffer.getvalue()), exported["dense_bytes"]),
+        "student (sparse file, dense kernels)": (lambda x: student.score_tails(x, masked=True), exported["parameters"],
+                                                 exported["bytes"], exported["dense_bytes"]),
         "student (sparse kernels)": (scorer, exported["parameters"], exported["bytes"], scorer.storage_bytes()),
     }
     rows = []
     for name, (fn, parameters, disk, memory) in forms.items():
         with torch.no_grad():
             mrr = evaluate(fn, dataset, "test", config.tie_policy, config.eval_batch_size, device="cpu")["MRR"]
-        rows.append({"model": name, "parameters": parameters, "disk bytes": disk, "memory bytes": memory, "test MRR": mrr,
-                     "seconds": best_time(fn)})
+        rows.append({"model": name, "parameters": parameters, "disk bytes": disk, "memory bytes": memory,
+                     "test MRR": mrr, "seconds": best_time(fn)})
     frame = pd.DataFrame(rows).set_index("model").rename_axis(None)
     frame["queries/s"] = len(q) / frame["seconds"]
     return frame

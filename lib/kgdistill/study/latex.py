@@ -107,6 +107,7 @@ def latex_table(frame: pd.DataFrame, caption: str = "", label: str = "", notes: 
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}" + ("}" if wide else "")]
     if below:
-        lines.append("\\par\\smallskip{\\raggedright\\footnotesize " + " \\par ".join(escape(b) for b in below) + "\\par}")
+        lines.append("\\par\\smallskip{\\raggedright\\footnotesize " + " \\par ".join(escape(b) for b in below)
+                     + "\\par}")
     lines.append("\\end{table}")
     return "\n".join(lines) + "\n"

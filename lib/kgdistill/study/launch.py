@@ -115,7 +115,9 @@ def executor_parameters(profile: dict, cluster: str, name: str, dependency: str 
     section = profile.get("slurm") or {}
     unknown = set(section) - set(SLURM_KEYS)
     if unknown:
-        raise ValueError(f"profile {profile.get('name')}: unknown slurm key(s) {sorted(unknown)}; valid: {sorted(SLURM_KEYS)}")
+        raise ValueError(
+            f"profile {profile.get('name')}: unknown slurm key(s) {sorted(unknown)}; valid: {sorted(SLURM_KEYS)}"
+        )
     params = {"name": name, "timeout_min": DEFAULT_TIMEOUT_MIN}
     for key, value in section.items():
         target = SLURM_KEYS[key]
@@ -179,7 +181,8 @@ def submit_runs(runs: Iterable[PlannedRun], runs_dir: Path, profile: dict, clust
         teacher_job = jobs.get(teacher.run_name()) if teacher is not None else None
         params = executor_parameters(profile, cluster, run.name, teacher_job.job_id if teacher_job else None)
         executor = make_executor(folder, cluster, params)
-        job = TrainRun(run.config, str(runs_dir), device, threads, poll_seconds, teacher_submitted=teacher_job is not None)
+        job = TrainRun(run.config, str(runs_dir), device, threads, poll_seconds,
+                       teacher_submitted=teacher_job is not None)
         jobs[run.name] = executor.submit(job)
         after = f" after job {teacher_job.job_id}" if teacher_job else ""
         print(f"submitted {run.name}: job {jobs[run.name].job_id} ({cluster}{after})", flush=True)

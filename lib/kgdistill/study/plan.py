@@ -4,10 +4,10 @@
 (``all_specs``), the teacher and student of Table 1's added DistilE row
 (:func:`kgdistill.study.distile.planning.table1_planned_runs`) and notebook 06's DistilE runs
 (:func:`kgdistill.study.distile.planning.planned_runs`) and notebook 08's equal-size runs
-(:func:`kgdistill.study.equal_size.section_runs`) and notebook 07's runs (:func:`kgdistill.study.official.official_specs`,
-rows ``notebook 07 <dataset>: <recipe label>``). DistilE runs picked by a grid search
-(a section with a ``grid``) depend on earlier results: they are not in the plan and train inside
-their notebooks. :mod:`kgdistill.study.queue` trains the plan (``scripts/train_runs.py``).
+(:func:`kgdistill.study.equal_size.section_runs`) and notebook 07's runs
+(:func:`kgdistill.study.official.official_specs`, rows ``notebook 07 <dataset>: <recipe label>``). DistilE runs
+picked by a grid search (a section with a ``grid``) depend on earlier results: they are not in the plan and train
+inside their notebooks. :mod:`kgdistill.study.queue` trains the plan (``scripts/train_runs.py``).
 """
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ def planned_runs(profile: dict, load: Callable[[str], KGDataset] = load_dataset)
     entries: dict[str, dict] = {}  # run name -> fields; insertion order = first appearance
     for spec in all_specs(profile):
         config = spec.config
-        entry = entries.setdefault(config.run_name(), {"config": config, "rows": set(), "paper_dataset": spec.paper_dataset})
+        entry = entries.setdefault(config.run_name(),
+                                   {"config": config, "rows": set(), "paper_dataset": spec.paper_dataset})
         entry["rows"].add(spec.row)
         entry["group"] = spec.recipe
     # DistilE runs: a later mention of a run replaces an earlier one (keeping its place)
@@ -94,8 +95,8 @@ def planned_runs(profile: dict, load: Callable[[str], KGDataset] = load_dataset)
                 entry["rows"].add(run.label)
     for spec in official_specs(profile):  # notebook 07; --match "notebook 07" selects them
         config = spec.config
-        entry = entries.setdefault(config.run_name(), {"config": config, "rows": set(), "paper_dataset": spec.paper_dataset,
-                                                       "group": spec.recipe})
+        entry = entries.setdefault(config.run_name(), {"config": config, "rows": set(),
+                                                       "paper_dataset": spec.paper_dataset, "group": spec.recipe})
         entry["rows"].add(f"{OFFICIAL_ROW} {spec.paper_dataset}: {spec.row}")
     runs = [PlannedRun(e["config"], e["paper_dataset"], e["group"], tuple(sorted(e["rows"]))) for e in entries.values()]
     # teachers first: a KD or DistilE student then finds its teacher trained (or in training)

@@ -213,14 +213,17 @@ def config_for(profile: dict, paper_dataset: str, recipe: str, seed: int | None 
         raise ValueError(f"profile {profile['name']}: unknown recipe {recipe!r}; recipes are {sorted(recipes)}")
     block = dataset_block(profile, paper_dataset)
     values: dict = {}
-    for part in (profile.get("common"), block.get("config"), recipes[recipe], (block.get("recipes") or {}).get(recipe), overrides):
+    for part in (profile.get("common"), block.get("config"), recipes[recipe], (block.get("recipes") or {}).get(recipe),
+                 overrides):
         values.update(part or {})
     teacher = values.pop("teacher", None)
     if teacher is not None:
         if isinstance(teacher, str):
             teacher_config = config_for(profile, paper_dataset, teacher, seed)
             if teacher_config.method != "baseline":
-                raise ValueError(f"profile {profile['name']}: recipe {recipe!r} has teacher {teacher!r}, which is not a baseline")
+                raise ValueError(
+                    f"profile {profile['name']}: recipe {recipe!r} has teacher {teacher!r}, which is not a baseline"
+                )
             teacher = teacher_config.to_dict()
         values["teacher"] = teacher
     values["dataset"] = trained_on(profile, paper_dataset)
@@ -305,7 +308,8 @@ def figure1_specs(profile: dict) -> list[RunSpec]:
         for rank in fig.get("ranks", [])
         for seed in profile["seeds"]
     ]
-    specs += [RunSpec(recipe, ds, recipe, int(seed), None, profile=profile) for recipe in fig.get("students", []) for seed in profile["seeds"]]
+    specs += [RunSpec(recipe, ds, recipe, int(seed), None, profile=profile)
+              for recipe in fig.get("students", []) for seed in profile["seeds"]]
     return specs
 
 

@@ -165,7 +165,9 @@ def train(runs: Sequence[PlannedRun], runs_dir: Path, device: str = "auto", show
         left = sum(state(run_dir_for(config, runs_dir)) != "done" for config in pending.values())
         print(f"time is up; {left} runs left (run the same command again to go on)")
     if diverged:
-        raise RunsDiverged(f"{len(diverged)} run(s) diverged (the others were trained): " + "; ".join(diverged.values()))
+        raise RunsDiverged(
+            f"{len(diverged)} run(s) diverged (the others were trained): " + "; ".join(diverged.values())
+        )
     if not stopped:
         print("all runs done")
     return not stopped

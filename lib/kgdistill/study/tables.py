@@ -183,7 +183,8 @@ def long_tail_comparison(summary: dict, paper: dict) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "measured": {c: summary[c] for c in columns},
-            "paper": {"long_tail_relations": paper["relations"], "share_of_relation_types": paper["share_of_relation_types"],
+            "paper": {"long_tail_relations": paper["relations"],
+                      "share_of_relation_types": paper["share_of_relation_types"],
                       "share_of_train": paper["share_of_train"], "test_triples": float("nan")},
         }
     ).T
@@ -228,7 +229,8 @@ def formatted(frame: pd.DataFrame, precision: int = 4) -> pd.DataFrame:
             return f"{x:,.0f}"
         return f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
 
-    counts = ("size", "dim", "seeds", "triples", "relations", "bytes", "count", "parameters", "disk bytes", "memory bytes")
+    counts = ("size", "dim", "seeds", "triples", "relations", "bytes", "count", "parameters", "disk bytes",
+              "memory bytes")
     out = pd.DataFrame(index=frame.index)
     for column in frame.columns:
         name = str(column)
@@ -268,7 +270,8 @@ def bucket_table(
     for low, high in zip(bounds[:-1], bounds[1:]):
         chosen = [r for r in per_relation if low <= relation_counts[r] < high]
         triples = sum(per_relation[r]["triples"] for r in chosen)
-        row = {"bucket": f"[{low}, {high})" if high != math.inf else f">= {low}", "relations": len(chosen), "triples": triples}
+        row = {"bucket": f"[{low}, {high})" if high != math.inf else f">= {low}", "relations": len(chosen),
+               "triples": triples}
         for m in metrics:
             row[m] = (
                 sum(per_relation[r][m] * per_relation[r]["triples"] for r in chosen) / triples if triples else math.nan
@@ -278,7 +281,11 @@ def bucket_table(
 
 
 def bucket_frame(
-    specs: Sequence[RunSpec], records: dict[str, dict], relation_counts: dict[str, int], edges: Sequence[int], metric: str = "MRR"
+    specs: Sequence[RunSpec],
+    records: dict[str, dict],
+    relation_counts: dict[str, int],
+    edges: Sequence[int],
+    metric: str = "MRR",
 ) -> pd.DataFrame:
     """``metric`` per relation-frequency bucket (rows) for every table row (columns, labelled
     with :data:`DAGGER` when one of the row's runs hit its budget: :func:`marked_label`), mean
@@ -306,7 +313,8 @@ def size_accuracy_frame(specs: Sequence[RunSpec], records: dict[str, dict], metr
         record = record_for(spec, records)
         model = model_name(spec, record)
         key = (spec.recipe, spec.row)
-        entry = rows.setdefault(key, {"recipe": spec.recipe, "row": spec.row, "size": [], "dim": [], metric: [], "records": []})
+        entry = rows.setdefault(key, {"recipe": spec.recipe, "row": spec.row, "size": [], "dim": [], metric: [],
+                                      "records": []})
         entry["records"].append(record)
         entry["size"].append(record["parameter_counts"][model]["nonzero"])
         entry["dim"].append(model_dim(record, model))
@@ -346,7 +354,8 @@ def runs_frame(specs: Sequence[RunSpec], records: dict[str, dict]) -> pd.DataFra
                 "model": model,
                 "selected_epoch": record["selected_epoch"],
                 "max_epochs": record["config"]["max_epochs"],
-                "stopped_epoch": record.get("stopped_epoch", record["history"][-1]["epoch"] if record["history"] else 0),
+                "stopped_epoch": record.get("stopped_epoch",
+                                            record["history"][-1]["epoch"] if record["history"] else 0),
                 "converged": convergence_mark([record]),
                 "valid MRR": valid,
                 "s/epoch": record["seconds_per_epoch"],

@@ -66,7 +66,8 @@ def ds_verdict(gains: pd.DataFrame) -> str:
     named = ", ".join(f"{model} {dim}" for model, dim in above.index)
     paper_above = int((measured["paper"] > 0).sum())
     converged = int((measured["converged"] == "yes").sum())
-    parts = [f"DS is above no-DS in {len(above)} of {_pairs(len(measured))} measured" + (f" ({named})" if named else ""),
+    parts = [f"DS is above no-DS in {len(above)} of {_pairs(len(measured))} measured"
+             + (f" ({named})" if named else ""),
              f"below in {len(below)}"]
     if len(measured) - len(above) - len(below):
         parts.append(f"equal in {len(measured) - len(above) - len(below)}")

@@ -186,7 +186,8 @@ class DistilEStudy:
 
         ``extra`` overrides the student's fields, ``teacher_extra`` the teacher's (e.g. its seed).
         (None, None) when the teacher is not known yet (:meth:`best`)."""
-        teacher, _ = self.plain(paper_dataset, model, teacher_dim or self.section["teacher_dim"], **(teacher_extra or {}))
+        teacher, _ = self.plain(paper_dataset, model, teacher_dim or self.section["teacher_dim"],
+                                **(teacher_extra or {}))
         if teacher is None:
             return None, None
         configs = self._candidates(paper_dataset, model, dim, "ds", teacher=teacher.to_dict(), **extra)
@@ -269,7 +270,9 @@ class DistilEStudy:
         triples = all_triples(self.dataset(spec["dataset"]))
         limit = spec.get("triples")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"distile.timing.triples: expected a positive integer (or leave it out for all), got {limit!r}")
+            raise ValueError(
+                f"distile.timing.triples: expected a positive integer (or leave it out for all), got {limit!r}"
+            )
         return triples[:limit] if limit else triples
 
     # --- notebook 06: the experiments beside the paper -----------------------------------------
@@ -287,7 +290,8 @@ class DistilEStudy:
                 lines.append(f"  {key.replace('_', ' ')}: {sec[key]}")
         if not sec.get("train_missing", True):
             lines.append("  train_missing: false - the notebook reads the records that exist; rows of runs without "
-                         f"one say '{NOT_TRAINED}' (scripts/train_runs.py --profile {self.name} --match \"Table 3\" ... trains them)")
+                         f"one say '{NOT_TRAINED}' (scripts/train_runs.py --profile {self.name} "
+                         "--match \"Table 3\" ... trains them)")
         return "\n".join(lines)
 
     def missing_runs(self) -> str:

@@ -53,10 +53,13 @@ def check_table1_section(profile: dict, key: str = TABLE1_SECTION) -> None:
     block = table1_section(profile, key)
     table = profile["tables"].get(block["table"])
     if table is None:
-        raise ValueError(f"profile {profile['name']}: {key}.table {block['table']!r} is not one of tables {sorted(profile['tables'])}")
+        raise ValueError(f"profile {profile['name']}: {key}.table {block['table']!r} is not one of tables "
+                         f"{sorted(profile['tables'])}")
     unknown = sorted(set(block.get("per_dataset") or {}) - set(table["datasets"]))
     if unknown:
-        raise ValueError(f"profile {profile['name']}: {key}.per_dataset has {unknown}, not datasets of {block['table']}")
+        raise ValueError(
+            f"profile {profile['name']}: {key}.per_dataset has {unknown}, not datasets of {block['table']}"
+        )
     for ds in table["datasets"]:
         config_for(profile, ds, block["beside"])  # names a bad recipe
         fields = {**(block.get("config") or {}), **((block.get("per_dataset") or {}).get(ds) or {})}
@@ -151,7 +154,8 @@ def table1_seeds(profile: dict, block: dict, paper_dataset: str, data: KGDataset
     overrides = dict((block.get("per_dataset") or {}).get(paper_dataset) or {})
     for seed in map(int, profile["seeds"]):
         metasd = config_for(profile, paper_dataset, block["beside"], seed)
-        yield seed, dims_beside_metasd(metasd, data.n_entities, data.n_relations, block["model"]), {**overrides, "seed": seed}
+        yield (seed, dims_beside_metasd(metasd, data.n_entities, data.n_relations, block["model"]),
+               {**overrides, "seed": seed})
 
 
 def table1_distilled(runner: DistilEStudy, block: dict, paper_dataset: str, dims: dict, fields: dict):
@@ -172,8 +176,8 @@ def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     block = table1_section(profile, key)
     datasets = profile["tables"][block["table"]]["datasets"]
     section = table1_study_section(profile, block)
-    runner = DistilEStudy(section, study.runs_dir, study.data_dir, study.device, study.show_progress, study.retrain_since,
-                          required_env=study.required_env)
+    runner = DistilEStudy(section, study.runs_dir, study.data_dir, study.device, study.show_progress,
+                          study.retrain_since, required_env=study.required_env)
     specs, sizes = [], []
     for ds in datasets:
         data = study.dataset(section["datasets"][ds])

@@ -57,7 +57,9 @@ def distile_planned_runs(section: dict) -> list[tuple[DistilEConfig, list[str]]]
     return [r for r in runs if r[0].method == "plain"] + [r for r in runs if r[0].method != "plain"]
 
 
-def table1_planned_runs(profile: dict, load=load_dataset, key: str = TABLE1_SECTION) -> list[tuple[str, str, DistilEConfig]]:
+def table1_planned_runs(
+    profile: dict, load=load_dataset, key: str = TABLE1_SECTION
+) -> list[tuple[str, str, DistilEConfig]]:
     """The Table-1 row's DistilE runs known before any is trained, as ``(paper dataset, role, config)``
     with role ``"teacher"`` or ``"student"``, teachers first; the configs :func:`table1_rows` trains
     (it walks the same steps with a :class:`_RunPlanner`, which trains nothing).

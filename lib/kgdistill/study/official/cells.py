@@ -10,7 +10,9 @@ from .section import SELECTIONS
 from .selection import selection_summary
 
 #: what a cell holds (its ``status``)
-MEASURED, NOT_STORED, NO_EPOCH, NOT_TRAINED = "measured", "not stored at that epoch", "rule selects no epoch", "run not trained yet"
+MEASURED, NOT_STORED, NO_EPOCH, NOT_TRAINED = (
+    "measured", "not stored at that epoch", "rule selects no epoch", "run not trained yet"
+)
 SELECTION_LABELS = {"validation": "valid", "official_last": "test: official rule (last)",
                     "official_first": "test: official rule (first)", "final": "final epoch", "max_test": "test: max"}
 
@@ -19,7 +21,8 @@ def _cell(mode: str, rate: float, selection: str, epoch: int | None, metrics: Ma
           status: str) -> dict:
     values = {m: float(metrics[m]) if metrics else math.nan for m in METRICS}
     return {"mode": mode, "rate": rate, "selection": selection, "epoch": epoch, **values,
-            "read": int(read["total"]) if read else None, "dense": int(read["dense"]) if read else None, "status": status}
+            "read": int(read["total"]) if read else None, "dense": int(read["dense"]) if read else None,
+            "status": status}
 
 
 def run_cells(record: Mapping[str, Any], block: Mapping[str, Any]) -> list[dict]:
@@ -36,8 +39,8 @@ def run_cells(record: Mapping[str, Any], block: Mapping[str, Any]) -> list[dict]
     every epoch, so its read count is the validation cell's.
     """
     if "student_eval" not in record:
-        raise ValueError(f"record {record.get('run_name')} has no 'student_eval': it was trained before pruned students "
-                         f"stored their evaluation modes; retrain it")
+        raise ValueError(f"record {record.get('run_name')} has no 'student_eval': it was trained before pruned "
+                         f"students stored their evaluation modes; retrain it")
     gamma = float(record["config"]["gamma"])
     stored = {(row["mode"], round(float(row["gamma"]), 9)): row for row in record["student_eval"]}
     summary = selection_summary(record, "student", block["threshold"], block["rule_model"])
@@ -47,8 +50,9 @@ def run_cells(record: Mapping[str, Any], block: Mapping[str, Any]) -> list[dict]
         for rate in map(float, block["eval_rates"]):
             row = stored.get((mode, round(rate, 9)))
             if row is None:
-                raise ValueError(f"record {record.get('run_name')} has no student_eval row for mode {mode!r} at rate {rate}; "
-                                 f"it has {sorted(stored)} (config fields 'student_eval_modes', 'student_eval_gammas')")
+                raise ValueError(f"record {record.get('run_name')} has no student_eval row for mode {mode!r} "
+                                 f"at rate {rate}; it has {sorted(stored)} "
+                                 f"(config fields 'student_eval_modes', 'student_eval_gammas')")
             cells.append(_cell(mode, rate, "validation", valid_epoch, row["metrics"], row["read"], MEASURED))
             if pick["epoch"] is None:
                 cells.append(_cell(mode, rate, "test", None, None, None, NO_EPOCH))
@@ -102,7 +106,8 @@ def dataset_table(cells_by_recipe: Mapping[str, Sequence[Sequence[dict]]], block
             statuses = [c["status"] for c in group if c["status"] != MEASURED]
             missing = NOT_TRAINED if NOT_TRAINED in statuses else next(iter(statuses), None)
             row = {"eval": first["mode"], "rate": f"{first['rate']:g}",
-                   "selected on": "valid" if first["selection"] == "validation" else SELECTION_LABELS[block["test_rule"]],
+                   "selected on": ("valid" if first["selection"] == "validation"
+                                   else SELECTION_LABELS[block["test_rule"]]),
                    "epoch": "/".join("-" if c["epoch"] is None else str(c["epoch"]) for c in group)}
             for metric in METRICS:
                 values = [c[metric] for c in group]
@@ -117,7 +122,8 @@ def dataset_table(cells_by_recipe: Mapping[str, Sequence[Sequence[dict]]], block
             index.append(label)
     frame = pd.DataFrame(rows, index=index)
     if published_row:
-        paper = {"eval": "as published", "rate": "0.9", "selected on": "-", "epoch": "-", "runs": 0, "cell": "published"}
+        paper = {"eval": "as published", "rate": "0.9", "selected on": "-", "epoch": "-", "runs": 0,
+                 "cell": "published"}
         paper.update({f"{m} paper": float(published_row[m]) for m in METRICS})
         paper["size paper"] = float(published_row["size"])
         frame = pd.concat([frame, pd.DataFrame([paper], index=["MetaSD (published)"])])
@@ -134,7 +140,8 @@ def selection_table(records: Mapping[str, Mapping[str, Any]], block: Mapping[str
     for label, record in records.items():
         summary = selection_summary(record, "student", block["threshold"], block["rule_model"])
         for rule, values in summary.items():
-            rows.append({"rule": SELECTION_LABELS[rule], "epoch": "-" if values["epoch"] is None else str(values["epoch"]),
+            rows.append({"rule": SELECTION_LABELS[rule],
+                         "epoch": "-" if values["epoch"] is None else str(values["epoch"]),
                          "valid MRR": values["valid_MRR"], "MRR": values["MRR"], "H@10": values["H@10"],
                          "optimism": values["optimism"]})
             index.append(label)
@@ -154,7 +161,8 @@ def _value(frame, label: str, mode: str, rate: float, selection: str, column: st
     if label not in frame.index:
         return math.nan
     rows = frame.loc[[label]]
-    chosen = rows[(rows["eval"] == mode) & (rows["rate"] == f"{rate:g}") & ((rows["selected on"] == "valid") == (selection == "validation"))]
+    chosen = rows[(rows["eval"] == mode) & (rows["rate"] == f"{rate:g}")
+                  & ((rows["selected on"] == "valid") == (selection == "validation"))]
     return float(chosen[column].iloc[0]) if len(chosen) else math.nan
 
 
@@ -176,31 +184,37 @@ def reading(title: str, frame, block: Mapping[str, Any], published_row: Mapping[
         return ", ".join(f"{_signed(fn(label))} ({label})" for label in labels)
 
     if "official_dense" in modes and "pruned" in modes:
-        ratio = [_value(frame, l, "official_dense", train, "validation", "parameters read") /
-                 _value(frame, l, "pruned", train, "validation", "parameters read") for l in labels]
+        ratio = [_value(frame, label, "official_dense", train, "validation", "parameters read") /
+                 _value(frame, label, "pruned", train, "validation", "parameters read") for label in labels]
         lines.append(f"  official_dense minus pruned MRR at rate {train:g} (valid-selected): "
-                     + per_recipe(lambda l: _value(frame, l, "official_dense", train, "validation")
-                                  - _value(frame, l, "pruned", train, "validation"))
-                     + f"; it reads {' / '.join('n/a' if math.isnan(x) else f'{x:.1f}x' for x in ratio)} as many parameters "
-                     + f"({' / '.join(_fraction(frame, l, 'official_dense', train) for l in labels)} of the source).")
+                     + per_recipe(lambda label: _value(frame, label, "official_dense", train, "validation")
+                                  - _value(frame, label, "pruned", train, "validation"))
+                     + f"; it reads {' / '.join('n/a' if math.isnan(x) else f'{x:.1f}x' for x in ratio)} "
+                     "as many parameters "
+                     + f"({' / '.join(_fraction(frame, label, 'official_dense', train) for label in labels)} "
+                     "of the source).")
     if other is not None:
         lines.append(f"  rate {other:g} minus rate {train:g}, pruned, valid-selected: MRR "
-                     + per_recipe(lambda l: _value(frame, l, "pruned", other, "validation") - _value(frame, l, "pruned", train, "validation"))
+                     + per_recipe(lambda label: _value(frame, label, "pruned", other, "validation")
+                                  - _value(frame, label, "pruned", train, "validation"))
                      + ".")
     if len(labels) > 1:
         a, b = labels[0], labels[1]
-        delta = [_value(frame, b, m, r, "validation") - _value(frame, a, m, r, "validation") for m in modes for r in rates]
+        delta = [_value(frame, b, m, r, "validation") - _value(frame, a, m, r, "validation")
+                 for m in modes for r in rates]
         lines.append(f"  {b} minus {a}, valid-selected MRR, " + ", ".join(
             f"{m} {r:g}: {_signed(d)}" for (m, r), d in zip([(m, r) for m in modes for r in rates], delta)) + ".")
-    optimism = per_recipe(lambda l: _value(frame, l, "pruned", train, "test") - _value(frame, l, "pruned", train, "validation"))
+    optimism = per_recipe(lambda label: _value(frame, label, "pruned", train, "test")
+                          - _value(frame, label, "pruned", train, "validation"))
     no_epoch = frame[(frame["eval"] == "pruned") & (frame["rate"] == f"{train:g}") & (frame["cell"] == NO_EPOCH)]
     lines.append(f"  {SELECTION_LABELS[block['test_rule']]} minus valid selection, pruned {train:g}: MRR {optimism}"
-                 + (f" (n/a for {', '.join(dict.fromkeys(no_epoch.index))}: the rule selects no evaluation)." if len(no_epoch) else "."))
+                 + (f" (n/a for {', '.join(dict.fromkeys(no_epoch.index))}: the rule selects no evaluation)."
+                    if len(no_epoch) else "."))
     if published_row:
         read = _fraction(frame, labels[-1], modes[-1], rates[-1])
-        lines.append(f"  published MetaSD: MRR {float(published_row['MRR']):.4f} at size {float(published_row['size']):,.0f} "
-                     f"(10% of a rank-2000 source); {labels[-1]} in {modes[-1]} mode at rate {rates[-1]:g} reads {read} "
-                     f"of its source here.")
+        lines.append(f"  published MetaSD: MRR {float(published_row['MRR']):.4f} "
+                     f"at size {float(published_row['size']):,.0f} (10% of a rank-2000 source); "
+                     f"{labels[-1]} in {modes[-1]} mode at rate {rates[-1]:g} reads {read} of its source here.")
     return "\n".join(lines)
 
 

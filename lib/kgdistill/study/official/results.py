@@ -22,7 +22,8 @@ class OfficialResults:
         self.tables, self.selection, self.sources = {}, {}, {}
         for label in dict.fromkeys(s.paper_dataset for s in self.specs):
             specs_here = [s for s in self.specs if s.paper_dataset == label]
-            cells = {recipe: [run_cells(self.records[s.run_name], block) if s.run_name in self.records else missing_cells(block)
+            cells = {recipe: [run_cells(self.records[s.run_name], block) if s.run_name in self.records
+                              else missing_cells(block)
                               for s in specs_here if s.row == recipe] for recipe in block["recipes"]}
             self.tables[label] = dataset_table(cells, block, self.published.get(label))
             found = {f"{s.row} s{s.seed}": self.records[s.run_name] for s in specs_here if s.run_name in self.records}
@@ -39,7 +40,8 @@ class OfficialResults:
     def describe(self) -> str:
         """Which runs, how many trained, each one's selected epoch and stop (deterministic)."""
         lines = [f"{len(self.records)} of {len(self.specs)} run(s) trained; test rule: {self.block['test_rule']} "
-                 f"(threshold {self.block['threshold']} on the {self.block['rule_model']}'s test MRR where the rule uses one)"]
+                 f"(threshold {self.block['threshold']} on the {self.block['rule_model']}'s test MRR "
+                 "where the rule uses one)"]
         for s in self.specs:
             record = self.records.get(s.run_name)
             state = (f"selected epoch {record['selected_epoch']} of {record['stopped_epoch']}, "
@@ -47,7 +49,8 @@ class OfficialResults:
                      if record else "not trained yet")
             lines.append(f"  {s.paper_dataset:<10} {s.row:<16} s{s.seed}: {state}")
         if self.missing:
-            lines.append(f'train the missing runs with: scripts/train_runs.py --profile {self.profile_name} --match "notebook 07"')
+            lines.append(f"train the missing runs with: scripts/train_runs.py --profile {self.profile_name} "
+                         '--match "notebook 07"')
         return "\n".join(lines)
 
     def timings(self) -> str:
@@ -60,7 +63,8 @@ class OfficialResults:
         return label if trained <= {label} else f"{label} ({'/'.join(sorted(trained))} stand-in)"
 
     def reading(self) -> str:
-        return "\n".join(reading(self.titles[ds], frame, self.block, self.published.get(ds)) for ds, frame in self.tables.items())
+        return "\n".join(reading(self.titles[ds], frame, self.block, self.published.get(ds))
+                         for ds, frame in self.tables.items())
 
     def figure(self):
         """MRR (valid-selected) against the non-zero parameters read, one panel per dataset: colour =
@@ -71,7 +75,8 @@ class OfficialResults:
         from matplotlib.ticker import NullFormatter
 
         labels, rates = list(self.block["recipes"]), [f"{float(r):g}" for r in self.block["eval_rates"]]
-        shown = {ds: f for ds, f in self.tables.items() if f["cell"].eq(MEASURED).any()} or self.tables  # no empty panel
+        # no empty panel
+        shown = {ds: f for ds, f in self.tables.items() if f["cell"].eq(MEASURED).any()} or self.tables
         fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
         for ax, (ds, frame) in zip(axes[0], shown.items()):
             valid = frame[(frame["selected on"] == "valid") & (frame["cell"] == MEASURED)]
@@ -92,7 +97,8 @@ class OfficialResults:
         handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="", label=label) for i, label in enumerate(labels)]
         handles += [plt.Line2D([], [], color="k", marker=m, ls="", mfc=f, label=t) for m, f, t in (
             ("o", "k", "pruned"), ("s", "k", "official_dense"), ("o", "none", f"rate {rates[-1]}"),
-            ("D", "0.55", "dense source"), ("*", "k", "published MetaSD"))][: None if any(map(self.published.get, shown)) else -1]
+            ("D", "0.55", "dense source"), ("*", "k", "published MetaSD"))
+        ][: None if any(map(self.published.get, shown)) else -1]
         ncol = len(handles) if len(shown) > 1 else 4  # one row above several panels, two above one
         fig.tight_layout(rect=(0, 0, 1, 0.9 if ncol == len(handles) else 0.8))
         fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False, handletextpad=0.2)

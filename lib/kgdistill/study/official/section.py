@@ -48,18 +48,21 @@ def check_official_section(profile_name: str, block: Mapping[str, Any], specs: S
         raise ValueError(f"{where}.recipes: give at least one 'label: recipe' pair")
     for mode in block["eval_modes"]:
         if mode not in EVAL_MODES:
-            raise ValueError(f"{where}.eval_modes: unknown student evaluation mode {mode!r}; choose from {list(EVAL_MODES)}")
+            raise ValueError(f"{where}.eval_modes: unknown student evaluation mode {mode!r}; "
+                             f"choose from {list(EVAL_MODES)}")
     rates = [_rate(r, f"{where}.eval_rates") for r in block["eval_rates"]]
     if not rates or not block["eval_modes"]:
         raise ValueError(f"{where}: eval_modes and eval_rates need at least one entry each")
     if block["test_rule"] not in TEST_RULES:
-        raise ValueError(f"{where}.test_rule: {block['test_rule']!r} is not a test-set rule; choose from {list(TEST_RULES)}")
+        raise ValueError(f"{where}.test_rule: {block['test_rule']!r} is not a test-set rule; "
+                         f"choose from {list(TEST_RULES)}")
     if block["rule_model"] not in RULE_MODELS:
         raise ValueError(f"{where}.rule_model: {block['rule_model']!r}; choose 'teacher' (the dense source, as the "
                          f"official code) or 'student'")
     threshold = block["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"{where}.threshold: a test MRR is needed (the official code: {OFFICIAL_TEST_MRR_THRESHOLD}), got {threshold!r}")
+        raise ValueError(f"{where}.threshold: a test MRR is needed (the official code: {OFFICIAL_TEST_MRR_THRESHOLD}), "
+                         f"got {threshold!r}")
     for spec in specs:
         config = spec.config  # builds and validates the RunConfig
         run = f"recipe {spec.recipe!r} on {spec.paper_dataset}"
@@ -72,7 +75,8 @@ def check_official_section(profile_name: str, block: Mapping[str, Any], specs: S
         for mode in block["eval_modes"]:
             if mode not in config.student_eval_modes:
                 raise ValueError(f"{where}.eval_modes: {run} does not evaluate mode {mode!r} (config field "
-                                 f"'student_eval_modes' is {list(config.student_eval_modes)}); add it there or drop it here")
+                                 f"'student_eval_modes' is {list(config.student_eval_modes)}); "
+                                 "add it there or drop it here")
         available = [config.gamma, *config.student_eval_gammas]
         for rate in rates:
             if not any(math.isclose(rate, g) for g in available):
