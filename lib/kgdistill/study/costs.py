@@ -324,3 +324,27 @@ def floor_seconds(n_candidates: int, width: int, batch: int, device, repeats: in
         times.append(watch.seconds)
         query.grad = table.grad = None
     return min(times[1:])
+
+
+def product_floor_seconds(n_candidates: int, width: int, batch: int, device, dtype=None, repeats: int = 5,
+                          seed: int = 0) -> float:
+    """The machine's floor of a 1-vs-all step (seconds, best of ``repeats`` after one warm-up):
+    its three score products alone - scores Q Cᵀ (batch × width by width × candidates) and the
+    two gradient products G C and Gᵀ Q - in ``dtype`` (default fp32; torch.bfloat16 for the
+    chunked bf16 step), with no softmax, no loss and no memory traffic beyond the products'."""
+    import torch
+
+    from ..core.timer import Stopwatch
+
+    dtype = dtype or torch.float32
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(batch, width, generator=gen).to(device=device, dtype=dtype)
+    table = torch.randn(n_candidates, width, generator=gen).to(device=device, dtype=dtype)
+    times = []
+    for _ in range(repeats + 1):
+        with Stopwatch(device, sync_before=False) as watch:
+            scores = query @ table.T
+            _ = scores @ table
+            _ = scores.T @ query
+        times.append(watch.seconds)
+    return min(times[1:])

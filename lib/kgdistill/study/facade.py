@@ -48,6 +48,7 @@ from .profile import (
     title,
     trained_on,
 )
+from .queue import run_all, setup
 from .tables import (
     METRICS,
     bucket_frame,
@@ -74,59 +75,6 @@ __all__ = [
     "save_table", "save_tables", "setup", "size_accuracy_frame", "stamp", "table_specs", "trained_on", "valid_curves",
     "curves_figure", "curves_summary", "dimension_grid_figure", "ds_verdict",
 ]
-
-
-# --- running ---------------------------------------------------------------------------------------
-def setup(profile: dict) -> None:
-    """Apply the profile's process settings (torch threads) in this process."""
-    import torch
-
-    threads = profile.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
-def run_all(
-    specs: Iterable[RunSpec | RunConfig],
-    runs_dir: str | os.PathLike,
-    show_progress: bool = False,
-    data_dir: str | os.PathLike | None = None,
-    device: str | None = "auto",
-    retrain_since: float | None = None,
-    required_env: dict[str, str] | None = None,
-) -> dict[str, dict]:
-    """Train whatever is missing and return ``{run name: record}`` for all given runs.
-
-    Baselines run before distillation runs (KD teachers exist before their students), each
-    distinct config once. ``retrain_since`` (a POSIX time) retrains every run whose record is
-    older than it — the runner's ``--retrain``: runs shared by several notebooks train once.
-    ``required_env`` (a profile's ``env``; :attr:`Study.required_env` passes it): a run that must
-    train refuses to unless it is in force (:func:`kgdistill.protocol.runner.run`).
-    """
-    from ..core.datasets import load_dataset
-    from ..protocol.runner import RECORD, run, run_dir_for
-
-    configs: dict[str, RunConfig] = {}
-    for item in specs:
-        config = item.config if isinstance(item, RunSpec) else item
-        configs.setdefault(config.run_name(), config)
-    ordered = sorted(configs.values(), key=lambda c: c.method != "baseline")
-    datasets: dict = {}
-    records: dict[str, dict] = {}
-    for config in ordered:
-        path = run_dir_for(config, runs_dir) / RECORD
-        force = retrain_since is not None and path.exists() and path.stat().st_mtime < retrain_since
-        needs_data = force or not path.exists()
-        dataset = None
-        if needs_data:
-            if config.dataset not in datasets:
-                datasets[config.dataset] = load_dataset(config.dataset, data_dir)
-            dataset = datasets[config.dataset]
-        records[config.run_name()] = run(
-            config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=force, dataset=dataset,
-            required_env=required_env,
-        )
-    return records
 
 
 # --- what one call returns -------------------------------------------------------------------------
@@ -310,7 +258,8 @@ class Study:
         out = {}
         for ds in spec["datasets"]:
             specs = [s for s in [*self.specs(table), *extra] if s.paper_dataset == ds]
-            out[ds] = results_table(specs, records, paper.get(ds, {}), subset=spec.get("subset", subset), quoted=quoted, **kwargs)
+            out[ds] = results_table(specs, records, paper.get(ds, {}), subset=spec.get("subset", subset), quoted=quoted,
+                                    **kwargs)
         return out
 
     def buckets(self, results: Results) -> dict[str, pd.DataFrame]:
@@ -375,7 +324,8 @@ class Study:
             records = {name: record for name, record in found.items() if record is not None}
         table1 = published("metasd", "table1")
         titles = {ds: self.title(ds) for ds in block.get("datasets") or []}
-        titles.update({name: f"{name} (small graph, trained on {graph['data']})" for name, graph in block["small_graphs"].items()})
+        titles.update({name: f"{name} (small graph, trained on {graph['data']})"
+                       for name, graph in block["small_graphs"].items()})
         papers = {ds: (table1.get(ds) or {}).get("MetaSD") for ds in block.get("datasets") or []}
         return OfficialResults(block, specs, records, titles, papers, self.name)
 
@@ -383,7 +333,8 @@ class Study:
     def stamp(self, records) -> str:
         return stamp(records, self.profile)
 
-    def save_table(self, frame: pd.DataFrame, name: str, records=None, caption: str = "", note: str = "") -> dict[str, Path]:
+    def save_table(self, frame: pd.DataFrame, name: str, records=None, caption: str = "", note: str = "",
+                   ) -> dict[str, Path]:
         """``<root>/tables/<name>.{csv,md,tex}``, the caption followed by the provenance stamp."""
         full = (caption + "\n\n" if caption else "") + self.stamp(records)
         return save_table(frame, name, self.profile, caption=full, note=note, root=self.root)

@@ -168,7 +168,8 @@ def size_accuracy(points: pd.DataFrame, paper: Mapping[str, Mapping], curves: Se
     published = [(float(paper[n]["size"]), float(paper[n][metric]), n, colors[n]) for n in [*curves, *students]
                  if (paper.get(n) or {}).get("size") and _finite((paper.get(n) or {}).get(metric))]
     for x, y, name, color in published:
-        ax_paper.scatter(x, y, marker="o" if name in curves else "*", s=50 if name in curves else 140, color=color, zorder=3)
+        ax_paper.scatter(x, y, marker="o" if name in curves else "*", s=50 if name in curves else 140, color=color,
+                         zorder=3)
     top = max([*points[metric], *(y for _, y, _, _ in published)]) * 1.12
     ax.set_ylim(0, top)
     _stacked_labels(ax_paper, published, gap=top * 0.06)

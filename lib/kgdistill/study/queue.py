@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..core.records import CHECKPOINT, RECORD, existing_record, read_json
+from ..metasd.config import RunConfig
 from ..protocol.runner import run as run_config
 from ..protocol.runner import run_dir_for
 from .plan import Config, PlannedRun, matching, planned_runs
-from .profile import load_profile
+from .profile import RunSpec, load_profile
 
 LOCK = "train.lock"
 STATES = ("done", "training", "partial", "missing")
@@ -214,3 +215,56 @@ def run_queue(profile: str | dict, *, list_only: bool = False, match: Iterable[s
     train(runs, runs_dir, device=device or profile.get("device", "auto"), show_progress=show_progress,
           stop_after_minutes=stop_after_minutes)
     return 0
+
+
+# --- the notebooks' runs (kgdistill.study.facade re-exports these) ---------------------------------
+def setup(profile: dict) -> None:
+    """Apply the profile's process settings (torch threads) in this process."""
+    import torch
+
+    threads = profile.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def run_all(
+    specs: Iterable[RunSpec | RunConfig],
+    runs_dir: str | os.PathLike,
+    show_progress: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    device: str | None = "auto",
+    retrain_since: float | None = None,
+    required_env: dict[str, str] | None = None,
+) -> dict[str, dict]:
+    """Train whatever is missing and return ``{run name: record}`` for all given runs.
+
+    Baselines run before distillation runs (KD teachers exist before their students), each
+    distinct config once. ``retrain_since`` (a POSIX time) retrains every run whose record is
+    older than it — the runner's ``--retrain``: runs shared by several notebooks train once.
+    ``required_env`` (a profile's ``env``; :attr:`Study.required_env` passes it): a run that must
+    train refuses to unless it is in force (:func:`kgdistill.protocol.runner.run`).
+    """
+    from ..core.datasets import load_dataset
+    from ..protocol.runner import RECORD, run, run_dir_for
+
+    configs: dict[str, RunConfig] = {}
+    for item in specs:
+        config = item.config if isinstance(item, RunSpec) else item
+        configs.setdefault(config.run_name(), config)
+    ordered = sorted(configs.values(), key=lambda c: c.method != "baseline")
+    datasets: dict = {}
+    records: dict[str, dict] = {}
+    for config in ordered:
+        path = run_dir_for(config, runs_dir) / RECORD
+        force = retrain_since is not None and path.exists() and path.stat().st_mtime < retrain_since
+        needs_data = force or not path.exists()
+        dataset = None
+        if needs_data:
+            if config.dataset not in datasets:
+                datasets[config.dataset] = load_dataset(config.dataset, data_dir)
+            dataset = datasets[config.dataset]
+        records[config.run_name()] = run(
+            config, runs_dir, data_dir=data_dir, device=device, show_progress=show_progress, force=force,
+            dataset=dataset, required_env=required_env,
+        )
+    return records
