@@ -8,6 +8,10 @@ interleaved.
 
     python benchmarks/metasd_step.py --dataset FB15k-237 --rank 100 --batch-size 1000 --repeats 5
     python benchmarks/metasd_step.py --rank 2000 --repeats 1 --memory   # peak memory at paper scale
+    python benchmarks/metasd_step.py --one-vs-all chunked --precision bf16   # both steps on the chunked path
+
+With ``--one-vs-all chunked`` (kgdistill.core.onevsall) both steps take the row-chunked path; the
+chunked meta step is sequential only, so the simultaneous order is not timed then.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import torch
 from _options import add_common, add_dataset, load_data, setup
 from kgdistill.core.models import BACKBONES
 from kgdistill.core.timer import Stopwatch
-from kgdistill.metasd.config import META_ORDERS, RunConfig
+from kgdistill.metasd.config import META_ORDERS, ONE_VS_ALL, RunConfig
+from kgdistill.protocol.configbase import PRECISIONS
 from kgdistill.protocol.runner import make_trainer
 
 #: the library's defaults (kgdistill.metasd.config.RunConfig): dataset, backbone, rank, batch, RP weight,
@@ -34,7 +39,8 @@ DEFAULTS = RunConfig()
 def build(args, method: str, meta_order: str = DEFAULTS.meta_order):
     dataset = load_data(args)
     config = RunConfig(dataset=args.dataset, method=method, model=args.model, rank=args.rank,
-                       batch_size=args.batch_size, init_scale=0.1, rp_weight=args.rp_weight, meta_order=meta_order)
+                       batch_size=args.batch_size, init_scale=0.1, rp_weight=args.rp_weight, meta_order=meta_order,
+                       one_vs_all=args.one_vs_all, precision=args.precision)
     torch.manual_seed(0)
     device = setup(args)
     learner = make_trainer(config, dataset, device)
@@ -71,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (after one warm-up)")
     parser.add_argument("--rp-weight", type=float, default=DEFAULTS.rp_weight,
                         help="relation-prediction weight of both steps")
+    parser.add_argument("--one-vs-all", default=DEFAULTS.one_vs_all, choices=list(ONE_VS_ALL),
+                        help="the 1-vs-all path of both steps")
+    parser.add_argument("--precision", default=DEFAULTS.precision, choices=list(PRECISIONS),
+                        help="arithmetic of both steps (bf16: bf16 score products)")
     add_common(parser, threads=False)
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory of MetaSD steps in a child process")
@@ -90,32 +100,39 @@ def main(argv: list[str] | None = None) -> None:
         child = subprocess.run(
             [sys.executable, __file__, "--child", "--dataset", args.dataset, "--model", args.model, "--rank",
              str(args.rank), "--batch-size", str(args.batch_size), "--repeats", "1", "--device", args.device,
-             "--rp-weight", str(args.rp_weight)] + (["--data-dir", args.data_dir] if args.data_dir else []),
+             "--rp-weight", str(args.rp_weight), "--one-vs-all", args.one_vs_all, "--precision", args.precision]
+            + (["--data-dir", args.data_dir] if args.data_dir else []),
             capture_output=True, text=True, check=True, env=os.environ,
         )
         memory = json.loads(child.stdout.strip().splitlines()[-1])
         memory_line = f"peak_rss_mib {memory['peak_rss_mib']:.0f}" + (
             f"  cuda_peak_mib {memory['cuda_peak_mib']:.0f}" if memory["cuda_peak_mib"] is not None else "")
     plain, plain_batches, device = build(args, "baseline")
-    variants = {order: build(args, "metasd", order)[:2] for order in META_ORDERS}
-    times = {"plain": [], **{order: [] for order in META_ORDERS}}
+    orders = META_ORDERS if args.one_vs_all == "autograd" else ("sequential",)
+    variants = {order: build(args, "metasd", order)[:2] for order in orders}
+    times = {"plain": [], **{order: [] for order in orders}}
     phases = {}
     for i in range(args.repeats):  # interleave so machine noise hits all alike
-        times["plain"] += time_steps(plain, plain_batches[i : i + 2], device)
+        with plain.precision_context():
+            times["plain"] += time_steps(plain, plain_batches[i : i + 2], device)
         for order, (learner, batches) in variants.items():
             learner.phase_seconds.clear()
-            times[order] += time_steps(learner, batches[i : i + 2], device)
+            with learner.precision_context():
+                times[order] += time_steps(learner, batches[i : i + 2], device)
             phases[order] = {k: v / 2 for k, v in learner.phase_seconds.items()}  # warm-up + timed step
     best = {k: min(v) for k, v in times.items()}
-    print(f"device {device}  dataset {args.dataset}  model {args.model}  rank {args.rank}  batch {args.batch_size}")
+    print(f"device {device}  dataset {args.dataset}  model {args.model}  rank {args.rank}  batch {args.batch_size}  "
+          f"one_vs_all {args.one_vs_all}  precision {args.precision}")
     for name, label in (("plain", "plain step"), ("sequential", "MetaSD step (Algorithm 1 order, default)"),
                         ("simultaneous", "MetaSD step (meta_order=simultaneous)")):
-        print(f"{label:42s} {best[name] * 1000:9.1f} ms  (min of {len(times[name])})")
+        if name in best:
+            print(f"{label:42s} {best[name] * 1000:9.1f} ms  (min of {len(times[name])})")
     for order, p in phases.items():
         print(f"  {order} phases (ms/step, mean of last 2): " + "  ".join(f"{k} {v * 1000:.1f}" for k, v in p.items()))
     if memory_line:
         print(memory_line)
-    print(f"metasd_simultaneous_over_plain_step_ratio {best['simultaneous'] / best['plain']:.2f}")
+    if "simultaneous" in best:
+        print(f"metasd_simultaneous_over_plain_step_ratio {best['simultaneous'] / best['plain']:.2f}")
     print(f"metasd_over_plain_step_ratio {best['sequential'] / best['plain']:.2f}")
 
 

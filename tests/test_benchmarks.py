@@ -151,3 +151,11 @@ def test_gpu_epoch_ends_with_the_metasd_figure(capsys):
     load("gpu_epoch").main(TINY["gpu_epoch"][0] + ["--recipes", "MetaSD"])
     last = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert last[0] == "metasd_epoch_seconds" and float(last[1]) > 0
+
+
+def test_metasd_step_times_both_steps_on_the_chunked_bf16_path(capsys):
+    load("metasd_step").main(TINY["metasd_step"][0] + ["--one-vs-all", "chunked", "--precision", "bf16"])
+    out = capsys.readouterr().out
+    assert "one_vs_all chunked  precision bf16" in out and "plain step" in out and "sequential phases" in out
+    assert "simultaneous" not in out  # the chunked meta step is sequential only
+    assert float(out.strip().splitlines()[-1].split()[-1]) > 0

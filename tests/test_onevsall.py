@@ -125,8 +125,8 @@ def test_the_new_fields_leave_every_existing_hash_alone_and_are_checked():
     config = RunConfig(dataset="UMLS", rank=8)
     assert "one_vs_all" not in config.identity() and "chunk_rows" not in config.identity()
     assert config.replace(one_vs_all="chunked").config_hash() != config.config_hash()
-    with pytest.raises(ValueError, match="'one_vs_all': method 'metasd' has no 'chunked' step"):
-        RunConfig(dataset="UMLS", method="metasd", one_vs_all="chunked")
+    with pytest.raises(ValueError, match="'meta_order': the chunked meta step is sequential only"):
+        RunConfig(dataset="UMLS", method="metasd", one_vs_all="chunked", meta_order="simultaneous")
     with pytest.raises(ValueError, match="'chunk_rows': applies only to one_vs_all 'chunked'"):
         RunConfig(dataset="UMLS", chunk_rows=64)
 
@@ -188,7 +188,7 @@ def test_a_frozen_teacher_gets_no_loss_and_no_gradient():
         assert rel(g, r) < 1e-5
 
 
-@pytest.mark.parametrize("method", ["dml", "metasd_wo_m", "kd", "prune_finetune"])
+@pytest.mark.parametrize("method", ["dml", "metasd_wo_m", "kd", "prune_finetune", "metasd", "metasd_wo_p"])
 def test_a_chunked_learner_step_equals_the_autograd_step(method, nations, tmp_path):
     """One step of each method on the chunked path (fp32): same losses and same updated weights."""
     from kgdistill.protocol.runner import make_trainer
@@ -222,3 +222,31 @@ def test_the_chunked_distillation_step_refuses_objectives_it_does_not_compute():
     with pytest.raises(ValueError, match="default objective only"):
         RunConfig(dataset="UMLS", method="dml", one_vs_all="chunked", kl_mode="paper")
     RunConfig(dataset="UMLS", method="dml", one_vs_all="chunked")  # the default objective is fine
+
+
+@pytest.mark.parametrize("method", ["metasd", "metasd_wo_p"])
+@pytest.mark.parametrize("quiz", ["batch", "all"])
+def test_the_chunked_meta_gradient_equals_the_closed_form_one(method, quiz, nations):
+    """The meta-gradient (virtual step, quiz direction, teacher-logit gradient) on the chunked path
+    equals metastep's closed form (itself checked against finite differences in test_distillation)."""
+    from kgdistill.protocol.runner import make_trainer
+
+    base = dict(dataset="Nations", method=method, rank=8, batch_size=64, rp_weight=0.5, entity_weights=True,
+                init_scale=0.3, learning_rate=0.1, regularizer="DURA_W", reg_weight=0.01, alpha=0.3, beta=0.6,
+                quiz_per_meta_step=quiz, quiz_batch_size=16, virtual_lr=0.5)
+    batch = nations.reciprocal(nations.train)[:64]
+    out = {}
+    for path in ("autograd", "chunked"):
+        torch.manual_seed(0)
+        learner = make_trainer(RunConfig(**base, one_vs_all=path, **({"chunk_rows": 8} if path == "chunked" else {})),
+                               nations, torch.device("cpu"))
+        quiz_batch = learner.sample_quiz()
+        loss, grads, _ = learner.meta_gradient(batch, quiz_batch)
+        out[path] = (loss, grads)
+    (loss_a, grads_a), (loss_c, grads_c) = out["autograd"], out["chunked"]
+    assert rel(loss_c, loss_a) < 1e-5
+    assert any(g is not None and float(g.abs().max()) > 0 for g in grads_a)
+    for a, c in zip(grads_a, grads_c):
+        assert (a is None) == (c is None)
+        if a is not None:
+            assert rel(c, a) < 1e-5

@@ -123,12 +123,15 @@ class KBCModel(nn.Module):
         q = self._query(entity[triples[:, 0]], relation[triples[:, 1]])
         return (q * self._candidates(entity)[triples[:, 2]]).sum(-1)
 
-    def score_inputs(self, triples: torch.Tensor, masked: bool = False) -> tuple[torch.Tensor, ...]:
+    def score_inputs(self, triples: torch.Tensor, masked: bool = False,
+                     tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         """The operands of :meth:`forward`'s two score products, for losses that do the products
         themselves (:mod:`kgdistill.core.onevsall`): tail ``query`` (B, d) and ``candidates``
         (N, d), relation-prediction ``pair`` (B, d_r) and ``relations`` (2R, d_r), and the
-        regularizer's factors. ``query @ candidates.T`` are :meth:`forward`'s tail scores."""
-        entity, relation = self.tables(masked)
+        regularizer's factors. ``query @ candidates.T`` are :meth:`forward`'s tail scores.
+        ``tables``: ``(entity, relation)`` to use instead of the model's own (e.g. MetaSD's virtual
+        student), taken as they are (``masked`` is then ignored)."""
+        entity, relation = tables if tables is not None else self.tables(masked)
         h, r, t = entity[triples[:, 0]], relation[triples[:, 1]], entity[triples[:, 2]]
         return self._query(h, r), self._candidates(entity), self._pair(h, t), relation, self._factors(h, r, t)
 

@@ -39,7 +39,7 @@ META_ORDERS = ("sequential", "simultaneous")
 #: the ways a step computes the 1-vs-all loss (field ``one_vs_all``) and the methods that have each
 ONE_VS_ALL: dict[str, tuple[str, ...]] = {
     "autograd": tuple(METHODS),
-    "chunked": ("baseline", "prune_finetune", "kd", "dml", "metasd_wo_m"),
+    "chunked": ("baseline", "prune_finetune", "kd", "dml", "metasd_wo_m", "metasd", "metasd_wo_p"),
 }
 
 #: Fields that only matter when the run has a student; left out of a baseline's hash so that
@@ -226,6 +226,9 @@ class RunConfig(ConfigBase):
         if self.one_vs_all == "chunked" and METHODS[self.method]["teacher"] in ("frozen", "mutual") and not fused:
             raise ValueError("config field 'one_vs_all': the chunked distillation step computes the default objective "
                              "only (kl_mode target_first, temperature 1, loss_weighting alpha_beta); use 'autograd'")
+        if self.one_vs_all == "chunked" and METHODS[self.method]["meta"] and self.meta_order != "sequential":
+            raise ValueError("config field 'meta_order': the chunked meta step is sequential only; use meta_order "
+                             "'sequential' or one_vs_all 'autograd'")
         if self.chunk_rows and self.one_vs_all != "chunked":
             raise ValueError("config field 'chunk_rows': applies only to one_vs_all 'chunked'; remove it or set "
                              "one_vs_all: chunked")

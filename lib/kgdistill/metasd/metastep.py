@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, jvp
 
+from .chunked_meta import chunked_meta_gradient
 from .distill_losses import tempered_log_probs
 
 
@@ -85,6 +86,9 @@ class MetaStep:
         autograd (the finite-difference test checks it) at a fraction of the cost.
         """
         with torch.autocast(self.device.type, enabled=False):  # the meta-gradient stays in fp32
+            if self.config.one_vs_all == "chunked":  # the same gradient in row chunks
+                quiz_loss, meta_grads = chunked_meta_gradient(self, batch, quiz)
+                return quiz_loss, meta_grads, (None, None, None, None)
             return self._meta_gradient(batch, quiz)
 
     def _meta_gradient(self, batch: torch.Tensor, quiz: torch.Tensor) -> tuple[torch.Tensor, list, tuple]:
