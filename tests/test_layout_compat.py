@@ -43,7 +43,9 @@ def _comparable(record: dict) -> dict:
 def test_a_checkpoint_of_the_flat_layout_resumes_to_the_same_result(name, tmp_path, kinship):
     config = CONFIGS[name]
     old = OLD / f"{config.run_name()}.pt"
-    assert old.exists(), f"the fixture {old.name} no longer matches the config: a config hash changed"
+    fixtures = sorted(p.name for p in OLD.glob("*.pt"))
+    assert fixtures, f"no fixtures in {OLD} (a .gitignore rule that drops *.pt?)"
+    assert old.exists(), f"no fixture {old.name} among {fixtures}: a config hash changed"
     reference = run(config, runs_dir=tmp_path / "straight", device="cpu", dataset=kinship)
     folder = tmp_path / "resumed" / config.run_name()
     folder.mkdir(parents=True)
