@@ -523,8 +523,11 @@ def test_ds_gains_subtract_no_ds_from_ds_and_keep_the_marks():
     assert gains.loc[("TransE", 8), "DS − no-DS"] == pytest.approx(-0.06)
     assert gains.loc[("TransE", 8), "paper"] == pytest.approx(0.049) and gains.loc[("TransE", 8), "converged"] == "yes"
     assert math.isnan(gains.loc[("TransE", 16), "DS − no-DS"]) and NOT_TRAINED in gains.loc[("TransE", 16), "converged"]
-    assert ds_verdict(gains) == ("DS is above no-DS in 0 of 1 pair measured, below in 1; the paper: above in 1 of "
-                                 "these 1. Every measured pair converged. 1 pair is not trained yet.")
+    assert gains.loc[("TransE", 8), "reading"] == "single" and gains.loc[("TransE", 8), "seeds"] == 1
+    assert "95% low" not in gains  # no pair has several seeds: no interval columns
+    assert ds_verdict(gains) == ("1 single observation (one seed, no interval: not counted as gains or losses): "
+                                 "DS − no-DS > 0 in 0, < 0 in 1 (TransE 8). The paper: above in 1 of these 1. "
+                                 "Every measured pair converged. 1 pair is not trained yet.")
     teacher_row = {"model": "TransE", "dim": 64, "method": "Tea.", "MRR": 0.16, "H@10": 0, "H@3": 0, "H@1": 0,
                    "converged": "yes"}
     table = compare([teacher_row] + rows, paper, student_dims=[32, 16, 8], teacher_dim=64)
@@ -563,7 +566,10 @@ def test_ds_verdict_names_the_pairs_above_and_counts_the_unconverged():
     gains = pd.DataFrame(
         {"model": ["TransE", "ComplEx", "ComplEx"], "dim": [8, 8, 16], "DS − no-DS": [-0.05, 0.02, 0.01],
          "paper": [0.05, 0.09, -0.01], "converged": ["yes", "yes", "no †"]}).set_index(["model", "dim"])
-    assert ds_verdict(gains) == ("DS is above no-DS in 2 of 3 pairs measured (ComplEx 8, ComplEx 16), below in 1; "
-                                 "the paper: above in 2 of these 3. 1 of them hit an epoch budget: not results.")
+    assert ds_verdict(gains) == ("3 single observations (one seed, no interval: not counted as gains or losses): "
+                                 "DS − no-DS > 0 in 2 (ComplEx 8, ComplEx 16), < 0 in 1 (TransE 8). The paper: above "
+                                 "in 2 of these 3. 1 of them is unconverged (†: a run stopped at its epoch budget): "
+                                 "not results.")
     assert (ds_verdict(gains.assign(**{"DS − no-DS": float("nan")}))
-            == "No pair has both runs trained yet (3 pairs planned).")
+            == "No pair has both runs trained yet (3 pairs planned). The runs trained so far in 1 of them are "
+               "unconverged (†: stopped at their epoch budget).")

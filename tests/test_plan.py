@@ -5,7 +5,10 @@ plan moved into the library.
 name, paper dataset, recipe or group, the rows using it joined by `` | ``. The run names carry the
 config hashes, so these files also pin every planned run's hash. One intended change since: the
 cpu profile's 60 WN18RR DistilE runs (notebook 06) moved to the paper's settings with the
-convergence rule (issue 12), which gave them new names; every other line is the script's.
+convergence rule (issue 12), which gave them new names; then notebook 06's ``tie_seeds`` added
+the seed-1/2 runs of its tie pairs (cpu: 16 runs, rows ``... (Table 3 seed 1)``; smoke: 4) and its
+plain students at student dims are labelled ``no-DS`` instead of ``teacher`` (names unchanged);
+every other line is the script's.
 """
 from __future__ import annotations
 

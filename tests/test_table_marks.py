@@ -108,9 +108,10 @@ def test_saved_tables_carry_the_footnote(runs, tmp_path, monkeypatch):
 
 
 def test_distile_tables_mark_budget_hit_runs():
-    from kgdistill.study.distile.grid import _row
+    from kgdistill.study.distile.rows import run_row
 
-    rows = [_row("TransE", 8, "Tea.", record("t", 0.3, "plateau")), _row("TransE", 4, "DS", record("s", 0.2, "budget"))]
+    rows = [run_row("TransE", 8, "Tea.", record("t", 0.3, "plateau")),
+            run_row("TransE", 4, "DS", record("s", 0.2, "budget"))]
     frame = compare(rows, {}, metrics=("MRR",), student_dims=[4], teacher_dim=8)
     assert list(frame["converged"]) == ["yes", f"no {DAGGER}"]
     assert format_table(frame).endswith(BUDGET_NOTE)

@@ -143,6 +143,27 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` of /proc/cpuinfo where there is one), else what
+    :mod:`platform` knows (processor or machine type)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: torch.device) -> str:
+    """The machine a timing ran on, for a table's caption: the GPU's name (and the host's CPU), or
+    the CPU's model with its cores and torch's threads, e.g. ``cpu (AMD EPYC, 2 cores, 1 threads)``."""
+    if device.type == "cuda":
+        return f"{device_description(device)}, host {cpu_model()}"
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
 def provenance(device: torch.device) -> dict[str, str]:
     """Where and with what a result was produced."""
     import numpy

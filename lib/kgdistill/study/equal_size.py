@@ -18,7 +18,7 @@ rows (:data:`ROWS`) are
 This module builds the configs (:func:`run_configs`, :func:`section_runs`, :func:`check_equal_size_section`;
 it imports no profile or table module, so :mod:`kgdistill.study.profile` can check the section: callers
 pass the benchmarks' sizes) and compares MetaSD with the best alternative on per-seed
-measurements (:func:`best_alternative`, :func:`paired_comparison`, :func:`t_interval`). Training,
+measurements (:func:`best_alternative`, :func:`paired_comparison`; the interval: :mod:`.intervals`). Training,
 the post-hoc rows and the summary table are :mod:`kgdistill.study.equal_size_study`.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..compression.oneshot import SCHEMES
 from ..core.models import backbone, rank_for_budget
 from ..core.pruning import kept_count
 from ..metasd.config import RunConfig
+from .intervals import t_interval
 from .profile import published, register_section
 
 EQUAL_SIZE_SECTION = "equal_size"
@@ -190,30 +191,6 @@ def shown_rows(section: dict) -> list[str]:
     """The row labels of the tables: every row but the quantization schemes the section leaves out."""
     schemes = section.get("quantize", SCHEMES)
     return [row.label for row in ROWS if row.transform not in SCHEMES or row.transform in schemes]
-
-
-# --- statistics -------------------------------------------------------------------------------------
-#: two-sided 95% critical values of Student's t by degrees of freedom (beyond 30: the next lower
-#: tabulated value, which is conservative)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-        29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-
-
-def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the mean of ``values`` and its two-sided 95% t-interval
-    (mean ± t₀.₉₇₅,ₙ₋₁ · s/√n); the bounds are NaN with fewer than two values."""
-    values = [float(v) for v in values]
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    t = T975[max(k for k in T975 if k <= n - 1)]
-    return mean, mean - t * sd / math.sqrt(n), mean + t * sd / math.sqrt(n)
 
 
 # --- the paired comparison ---------------------------------------------------------------------------

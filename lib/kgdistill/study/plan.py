@@ -80,10 +80,12 @@ def planned_runs(profile: dict, load: Callable[[str], KGDataset] = load_dataset)
         entries[config.run_name()] = {"config": config, "paper_dataset": paper_dataset, "group": DISTILE_IN_TABLE1,
                                       "rows": {distile_row if role == "student" else f"DistilE {role}"}}
     if profile.get("distile"):
-        paper_name = {used.lower(): paper for paper, used in profile["distile"]["datasets"].items()}
-        for config, used in distile_planned_runs(profile["distile"]):
+        section = profile["distile"]
+        paper_name = {used.lower(): paper for paper, used in section["datasets"].items()}
+        teacher_dims = {section.get("teacher_dim"), *(section.get("teacher_dims") or ())}
+        for config, used in distile_planned_runs(section):
             entries[config.run_name()] = {"config": config, "paper_dataset": paper_name[config.dataset.lower()],
-                                          "group": DISTILE_NOTEBOOK, "rows": {_distile_row(config, used)}}
+                                          "group": DISTILE_NOTEBOOK, "rows": {_distile_row(config, used, teacher_dims)}}
     if profile.get(EQUAL_SIZE_SECTION):  # a run another section already plans keeps its group and rows
         taken = set(entries)
         sizes = sizes_from_stats(published("datasets", "stats"))
@@ -103,9 +105,13 @@ def planned_runs(profile: dict, load: Callable[[str], KGDataset] = load_dataset)
     return sorted(runs, key=lambda run: not run.standalone)
 
 
-def _distile_row(config: DistilEConfig, used: list[str]) -> str:
-    """How notebook 06 uses a run, e.g. ``"TransE d8 student of d64 -S1 (Table 6)"``."""
-    role = "teacher" if config.method == "plain" else f"student of d{config.teacher['dim']}"
+def _distile_row(config: DistilEConfig, used: list[str], teacher_dims=None) -> str:
+    """How notebook 06 uses a run, e.g. ``"TransE d8 student of d64 -S1 (Table 6)"``; a plain run is
+    a ``teacher`` at one of ``teacher_dims`` (all plain runs without them), else the ``no-DS`` student."""
+    if config.method == "plain":
+        role = "teacher" if teacher_dims is None or config.dim in teacher_dims else "no-DS"
+    else:
+        role = f"student of d{config.teacher['dim']}"
     if config.method == "ds" and config.stage1_epochs in (0, config.max_epochs):  # Table 6 ablations
         role += " -S1" if config.stage1_epochs == 0 else " -S2"
     return f"{config.model} d{config.dim} {role} ({', '.join(used)})"

@@ -17,7 +17,13 @@ The section (see params/*.yaml for the documented values) holds:
 * ``grid``: lists of values tried per field (e.g. ``learning_rate``, ``alpha``); every combination is
   trained and the one with the best *validation* MRR is reported (``alpha`` also sets ``beta``,
   as the paper searches {α, β} in one set). Plain runs ignore the distillation fields of the grid.
-* ``ablation``, ``figure2``, ``figure3``, ``timing``: what those experiments run on.
+* ``tie_seeds``: more seeds for the pairs whose seed-0 DS − no-DS difference is a tie
+  (``{dataset, seeds, pairs: {backbone: [student dims]}, within}``; :mod:`.seeds` documents the keys):
+  those pairs' no-DS and DS students train once per seed, every DS student from the seed-0 teacher,
+  and their lines show the mean over seeds (:func:`.rows.compare`) and the paired interval
+  (:func:`.claims.ds_gains`),
+* ``ablation``, ``figure2``, ``figure3``: what those experiments run on; ``timing``: Table 5's
+  timing (:mod:`.table5` documents its keys).
 * ``train_missing`` (default true): false reads the records that exist instead of training the
   others (hours on a CPU; ``scripts/train_runs.py`` trains them): their rows hold NaN metrics and
   ``converged`` :data:`NOT_TRAINED`, and :meth:`DistilEStudy.describe` counts them.
@@ -25,19 +31,31 @@ The section (see params/*.yaml for the documented values) holds:
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ...core.datasets import KGDataset, load_dataset
-from ...core.records import existing_record, pick_device
+from ...core.records import existing_record
 from ...distile.config import DS_FIELDS, DistilEConfig
-from ...distile.timing import all_triples, inference_table
 from ...protocol.runner import RECORD, run, run_dir_for
 from ..profile import published, register_section
-from ..tables import budget_hit, convergence_mark, marked_label
+from ..tables import budget_hit, marked_label
 from .claims import ds_gains
+from .rows import (  # noqa: F401  (PAPER_* re-exported: callers import the table names from here)
+    DISTILE_METRICS,
+    LINK_TABLES,
+    NOT_TRAINED,
+    PAPER_STUDENT_DIMS,
+    PAPER_TEACHER_DIM,
+    compare,
+    paper_dims,
+    record_metric,
+    run_row,
+)
+from .seeds import TIE_SEEDS, TIE_SEEDS_SCHEMA, check_tie_seeds, pair_seeds, tie_check, tie_spec
+from .table5 import Table5
 
 #: the profile section notebook 06 reads (registered with kgdistill.study.profile below)
 DISTILE_SECTION = "distile"
@@ -49,29 +67,17 @@ DISTILE_SCHEMA = {
     "ablation": {"dataset": None, "models": None},
     "figure2": {"dataset": None, "model": None},
     "figure3": {"dataset": None, "model": None, "dim": None, "eval_every": None},
-    "timing": {"dataset": None, "models": None, "batch_size": None, "repeats": None, "device": None, "triples": None},
+    "timing": {"dataset": None, "models": None, "batch_size": None, "repeats": None, "device": None, "triples": None,
+               "threads": None},
+    TIE_SEEDS: TIE_SEEDS_SCHEMA,
     "train_missing": None,
 }
-register_section(DISTILE_SECTION, DISTILE_SCHEMA)
-
-#: the DistilE paper's column order
-DISTILE_METRICS = ("MRR", "H@10", "H@3", "H@1")
-#: the paper's dimensions, matched by position with a profile's teacher_dim / student_dims
-PAPER_TEACHER_DIM, PAPER_STUDENT_DIMS = 64, (32, 16, 8)
-#: the DistilE paper's link-prediction table of each dataset
-LINK_TABLES = {"WN18RR": 3, "FB15k-237": 4}
-#: a row's ``converged`` when its run has no record (a section with ``train_missing: false``)
-NOT_TRAINED = "not trained yet"
+register_section(DISTILE_SECTION, DISTILE_SCHEMA,
+                 lambda profile: check_tie_seeds(profile[DISTILE_SECTION],
+                                                 f"profile {profile.get('_path', profile['name'])}: distile"))
 
 
-def paper_dims(teacher_dim: int | None = None, student_dims=()) -> dict[int, int]:
-    """``{profile dim: paper dim}``: ``teacher_dim`` -> 64, ``student_dims`` -> 32/16/8 by position."""
-    out = {teacher_dim: PAPER_TEACHER_DIM} if teacher_dim is not None else {}
-    out.update(dict(zip(student_dims or (), PAPER_STUDENT_DIMS)))
-    return out
-
-
-class DistilEStudy:
+class DistilEStudy(Table5):
     """Runs (or reuses) the configurations of one profile section in one runs folder."""
 
     #: the DistilE paper's link-prediction table of each dataset (3: WN18RR, 4: FB15k-237)
@@ -194,15 +200,29 @@ class DistilEStudy:
         return self.best([c.ablation(ablation) for c in configs])
 
     # --- experiments -----------------------------------------------------------------------
+    def pair_runs(self, paper_dataset: str, model: str, dim: int) -> dict[int, tuple[dict | None, dict | None]]:
+        """``{seed: (no-DS record, DS record)}`` of a (model, student dim) pair: the seeds of
+        ``tie_seeds`` when it lists the pair (:func:`.seeds.pair_seeds`; every DS student distils from
+        the section's own teacher run), else the section's own runs under their seed. None: no record."""
+        seeds = pair_seeds(self.section, paper_dataset, model, dim)
+        if seeds is None:
+            seed = self.fields(paper_dataset, model).get("seed", 0)
+            return {seed: (self.plain(paper_dataset, model, dim)[1], self.distilled(paper_dataset, model, dim)[1])}
+        return {seed: (self.plain(paper_dataset, model, dim, seed=seed)[1],
+                       self.distilled(paper_dataset, model, dim, seed=seed)[1]) for seed in seeds}
+
     def link_prediction(self, paper_dataset: str) -> list[dict]:
-        """Tables 3/4 rows: {model, dim, method (Tea./no-DS/DS), MRR, H@10, H@3, H@1, run}."""
+        """Tables 3/4 rows: {model, dim, method (Tea./no-DS/DS), MRR, H@10, H@3, H@1, run, converged};
+        a pair of ``tie_seeds`` has one no-DS and one DS row per seed (with its ``seed``)."""
         rows = []
         for model in self.section["models"]:
             _, record = self.plain(paper_dataset, model, self.section["teacher_dim"])
-            rows.append(_row(model, self.section["teacher_dim"], "Tea.", record))
+            rows.append(run_row(model, self.section["teacher_dim"], "Tea.", record))
             for dim in self.section["student_dims"]:
-                rows.append(_row(model, dim, "no-DS", self.plain(paper_dataset, model, dim)[1]))
-                rows.append(_row(model, dim, "DS", self.distilled(paper_dataset, model, dim)[1]))
+                several = pair_seeds(self.section, paper_dataset, model, dim) is not None
+                for seed, (plain, ds) in self.pair_runs(paper_dataset, model, dim).items():
+                    rows.append(run_row(model, dim, "no-DS", plain, seed if several else None))
+                    rows.append(run_row(model, dim, "DS", ds, seed if several else None))
         return rows
 
     def ablation(self) -> list[dict]:
@@ -212,7 +232,8 @@ class DistilEStudy:
         for model in spec.get("models", self.section["models"]):
             for dim in self.section["student_dims"]:
                 for name in ("DS", "-S1", "-S2"):
-                    rows.append(_row(model, dim, name, self.distilled(spec["dataset"], model, dim, ablation=name)[1]))
+                    rows.append(run_row(model, dim, name,
+                                        self.distilled(spec["dataset"], model, dim, ablation=name)[1]))
         return rows
 
     def teacher_dimensions(self) -> list[dict]:
@@ -247,34 +268,6 @@ class DistilEStudy:
         out["switch_epoch"] = config.stage1_epochs if config else None
         return out
 
-    def timing(self) -> list[dict]:
-        """Table 5 rows per model and dimension: parameters, inference seconds, speed-up vs the teacher.
-
-        Models are freshly initialised: the time of scoring every entity does not depend on the
-        weights' values, only on the dimension (and the machine).
-        """
-        spec = self.section["timing"]
-        ds = self.dataset(spec["dataset"])
-        dims = [self.section["teacher_dim"], *self.section["student_dims"]]
-        triples = self.timed_triples()
-        rows = []
-        for model in spec.get("models", self.section["models"]):
-            rows += inference_table(ds, model, dims, triples=triples, batch_size=spec.get("batch_size", 1024),
-                                    repeats=spec.get("repeats", 3), device=pick_device(spec.get("device", "cpu")))
-        return rows
-
-    def timed_triples(self) -> torch.Tensor:
-        """The (n, 3) triples Table 5 ranks: train ∪ valid ∪ test of the timing dataset, or their
-        first ``timing.triples`` (a CPU profile's shortcut: the speed-ups are ratios of one run)."""
-        spec = self.section["timing"]
-        triples = all_triples(self.dataset(spec["dataset"]))
-        limit = spec.get("triples")
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(
-                f"distile.timing.triples: expected a positive integer (or leave it out for all), got {limit!r}"
-            )
-        return triples[:limit] if limit else triples
-
     # --- notebook 06: the experiments beside the paper -----------------------------------------
     def describe(self) -> str:
         """The profile's DistilE settings: stand-in datasets, dimensions, run settings (deterministic)."""
@@ -288,6 +281,12 @@ class DistilEStudy:
         for key in ("per_dataset", "per_dataset_model"):  # shown only where a profile uses them
             if sec.get(key):
                 lines.append(f"  {key.replace('_', ' ')}: {sec[key]}")
+        spec = tie_spec(sec)
+        if spec:
+            pairs = "; ".join(f"{model} {dims}" for model, dims in spec["pairs"].items())
+            lines.append(f"  tie_seeds: seeds {spec['seeds']} on {spec['dataset']} for {pairs} (the pairs whose seed-0 "
+                         f"DS − no-DS test MRR lay within ±{spec['within']:g}; DS students of every seed distil "
+                         "from the seed-0 teacher)")
         if not sec.get("train_missing", True):
             lines.append("  train_missing: false - the notebook reads the records that exist; rows of runs without "
                          f"one say '{NOT_TRAINED}' (scripts/train_runs.py --profile {self.name} "
@@ -316,22 +315,30 @@ class DistilEStudy:
 
     def ds_gains(self, paper_dataset: str, table: pd.DataFrame) -> pd.DataFrame:
         """DS minus no-DS per model and student dim of ``table``, ``paper_dataset``'s
-        :meth:`link_prediction_table`, with what stage 2 did to each DS pair (:func:`ds_gains`)."""
-        records = {(model, dim): self.distilled(paper_dataset, model, dim)[1]
-                   for model in self.section["models"] for dim in self.section["student_dims"]}
-        return ds_gains(table, ds_records=records)
+        :meth:`link_prediction_table`: the mean paired difference over the pair's seeds (with its
+        spread and 95% interval where there are several) and what stage 2 did (:func:`ds_gains`)."""
+        differences, records = {}, {}
+        for model in self.section["models"]:
+            for dim in self.section["student_dims"]:
+                runs = self.pair_runs(paper_dataset, model, dim)
+                differences[(model, dim)] = {
+                    seed: record_metric(ds) - record_metric(plain) if plain and ds else math.nan
+                    for seed, (plain, ds) in runs.items()}
+                records[(model, dim)] = [ds for _, ds in runs.values() if ds is not None]
+        return ds_gains(table, ds_records=records, differences=differences)
 
-    def timing_table(self) -> pd.DataFrame:
-        """Table 5 (:meth:`timing`) indexed by (model, dim), with the paper dimension (``paper dim``) and
-        the paper's ``params paper``, ``seconds paper (GPU)`` and ``speedup paper`` of that dimension."""
-        timing = pd.DataFrame(self.timing())
-        paper = published("distile", "table5", "rows")
-        timing["paper dim"] = timing["dim"].map({dim: str(p) for dim, p in self.paper_dims().items()})
-        cells = [paper[d][m] for d, m in zip(timing["paper dim"], timing["model"])]
-        timing["params paper"] = [round(c["params_k"] * 1000) for c in cells]
-        timing["speedup paper"] = [c["speedup"] for c in cells]
-        timing["seconds paper (GPU)"] = [c["inference_s"] for c in cells]
-        return timing.set_index(["model", "dim"])
+    def tie_check(self, paper_dataset: str) -> str:
+        """Which pairs' seed-0 DS − no-DS test MRR (the section's own runs) lies within
+        ``tie_seeds.within``, and whether that is the profile's list (:func:`.seeds.tie_check`; "" without
+        ``tie_seeds``)."""
+        if tie_spec(self.section) is None:
+            return ""
+        seed0 = {}
+        for model in self.section["models"]:
+            for dim in self.section["student_dims"]:
+                plain, ds = self.plain(paper_dataset, model, dim)[1], self.distilled(paper_dataset, model, dim)[1]
+                seed0[(model, dim)] = record_metric(ds) - record_metric(plain) if plain and ds else math.nan
+        return tie_check(self.section, paper_dataset, seed0)
 
     def ablation_table(self) -> pd.DataFrame:
         """Table 6 (:meth:`ablation`) beside the paper (MRR and H@10, as published)."""
@@ -367,36 +374,3 @@ class DistilEStudy:
         return {model: (frame, switch) for model, (frame, switch) in panels.items()
                 if frame["no-DS"].notna().any() and frame["DS"].notna().any()}
 
-
-def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = DISTILE_METRICS, student_dims=None,
-            teacher_dim: int | None = None) -> pd.DataFrame:
-    """Measured rows beside the paper's: columns ``<m>`` and ``<m> paper`` per metric.
-
-    ``paper`` is a published table's ``rows`` mapping (``"<dim>/<method>" -> {model: metrics}``,
-    teacher row ``"64/Tea."``); the profile's dimensions are matched to the paper's by position
-    (teacher_dim -> 64, student_dims -> 32/16/8), shown in the column ``paper dim``. Rows that
-    state ``converged`` (:func:`_row`: ``"no †"`` when the run hit its epoch budget) keep it as a column.
-    """
-    dim_map = paper_dims(teacher_dim, student_dims)
-    out = []
-    for row in rows:
-        paper_dim = dim_map.get(row["dim"], row["dim"])
-        published_row = (paper.get(f"{paper_dim}/{row['method']}") or {}).get(row["model"], {})
-        entry = {"model": row["model"], "dim": row["dim"], "paper dim": paper_dim, "method": row["method"]}
-        if "converged" in row:
-            entry["converged"] = row["converged"]
-        for m in metrics:
-            entry[m] = row[m]
-            entry[f"{m} paper"] = published_row.get(m, float("nan"))
-        out.append(entry)
-    return pd.DataFrame(out).set_index(["model", "dim", "method"])
-
-
-def _row(model: str, dim: int, method: str, record: dict | None) -> dict:
-    """A table row of ``record``'s test metrics (NaN and :data:`NOT_TRAINED` without a record)."""
-    if record is None:
-        return {"model": model, "dim": dim, "method": method, **dict.fromkeys(DISTILE_METRICS, float("nan")),
-                "run": "", "converged": NOT_TRAINED}
-    metrics = record["test"][record["selected_model"]]["all"]
-    return {"model": model, "dim": dim, "method": method, **{m: metrics[m] for m in DISTILE_METRICS},
-            "run": record["run_name"], "converged": convergence_mark([record])}

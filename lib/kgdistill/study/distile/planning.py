@@ -24,12 +24,22 @@ class _RunPlanner(DistilEStudy):
         self.experiment = ""
         self.planned: dict[str, tuple[DistilEConfig, list[str]]] = {}
 
+    def base_seed(self, config: DistilEConfig) -> int:
+        """The seed of the section's own runs of ``config``'s dataset and backbone (0 unless set)."""
+        paper = next((p for p, used in self.section["datasets"].items() if used.lower() == config.dataset.lower()),
+                     None)
+        return int(self.fields(paper, config.model).get("seed", 0)) if paper else 0
+
     def _run(self, config: DistilEConfig) -> dict:
         if config.method == "ds":
             self._run(config.teacher_config())
         users = self.planned.setdefault(config.run_name(), (config, []))[1]
-        if self.experiment not in users:
-            users.append(self.experiment)
+        # a tie_seeds run of another seed than the section's: "Table 3 seed 1" (--match "Table 3" finds it)
+        experiment = self.experiment
+        if config.seed != self.base_seed(config):
+            experiment += f" seed {config.seed}"
+        if experiment not in users:
+            users.append(experiment)
         empty = {"all": dict.fromkeys(DISTILE_METRICS, float("nan"))}
         return {"run_name": config.run_name(), "best_valid_mrr": 0.0, "history": [],
                 "selected_model": "student" if config.method == "ds" else "model",
@@ -39,7 +49,8 @@ class _RunPlanner(DistilEStudy):
 def distile_planned_runs(section: dict) -> list[tuple[DistilEConfig, list[str]]]:
     """Every run of notebook 06's experiments for a profile's ``distile:`` section, with the
     experiments that use it (``"Table 3"``, ``"Table 4"``, ``"Table 6"``, ``"Figure 2"``,
-    ``"Figure 3"``), plain runs (teachers) first; [] when the section has a ``grid`` (which teacher a
+    ``"Figure 3"``; ``"Table 3 seed 1"`` for a ``tie_seeds`` run of another seed), plain runs
+    (teachers) first; [] when the section has a ``grid`` (which teacher a
     student gets is then decided by training). ``scripts/train_runs.py`` trains them ahead of the
     notebook, in several processes."""
     if any((section.get("grid") or {}).values()):
