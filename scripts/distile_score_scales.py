@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from kgdistill.core.datasets import load_dataset
+    from kgdistill.core.environment import repo_path
     from kgdistill.core.records import BEST, RECORD
     from kgdistill.distile.config import DistilEConfig
     from kgdistill.distile.sampling import corrupt
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
-    runs_dir = Path(args.runs_dir or profile["runs_dir"])
+    runs_dir = repo_path(args.runs_dir) or Path(profile["runs_dir"])  # relative: to the repository root
     configs = [run.config for run in planned_runs(profile) if isinstance(run.config, DistilEConfig)
                and run.paper_dataset == args.dataset and any("Table 3" in row or "Table 4" in row for row in run.rows)]
     if not configs:

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", default=["Kinship", "UMLS"])
     parser.add_argument("--methods", nargs="+", default=["baseline", "metasd"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="source ranks")
-    parser.add_argument("--runs-dir", default=None, help="where the twins' records go")
+    parser.add_argument("--runs-dir", default=None, help="where the twins' records go (relative: to the repo root)")
     parser.add_argument("--list", action="store_true", help="list the pairs and their state, train nothing")
     parser.add_argument("--train", action="store_true", help="train the missing twins (resumable)")
     parser.add_argument("--stop-after-minutes", type=float, default=None, help="start no new twin after this")
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "lib"))
     import torch
 
+    from kgdistill.core.environment import repo_path
     from kgdistill.core.records import existing_record
     from kgdistill.protocol.runner import run, run_dir_for
     from kgdistill.study.fast_step import evidence_runs, fast_twin, paired_table
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
-    runs_dir = Path(args.runs_dir or results_dir(profile) / "fast_step" / "runs")
+    runs_dir = repo_path(args.runs_dir) or results_dir(profile) / "fast_step" / "runs"
     references = evidence_runs(planned_runs(profile), args.datasets, args.methods, args.ranks)
     start = time.time()
     pairs = []

@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from kgdistill import RunConfig, load_dataset, run
+    from kgdistill.core.environment import repo_path
     from kgdistill.study.analysis import load_baseline, one_shot_pruning
     from kgdistill.study.outputs import save_table, stamp
     from kgdistill.study.tables import format_table
 
     torch.set_num_threads(args.threads)
+    args.runs_dir = repo_path(args.runs_dir)  # relative: to the repository root
     dataset = load_dataset(args.dataset)
     rows, records = [], []
     for weight in args.reg_weights:

@@ -5,6 +5,7 @@
     python scripts/reproduce.py --profile smoke          # minutes on a laptop
     python scripts/reproduce.py --profile cpu --retrain  # retrain runs even when records exist
     python scripts/reproduce.py --profile smoke --results-dir /tmp/try   # everything under /tmp/try
+    python scripts/reproduce.py --profile smoke -p data_dir ../archives  # another notebook parameter
     python scripts/reproduce.py --profile my.yaml        # a profile file anywhere (results/my/)
     python scripts/reproduce.py --profile smoke --in-place   # refresh the committed notebooks
 
@@ -16,6 +17,12 @@ reads and trains records elsewhere, e.g. the committed ones, and needs a chosen 
 root the records live in the profile's ``runs_dir`` (``results/<profile>/runs/``). A missing
 record is trained. ``--in-place`` writes the executed notebooks over ``notebooks/``: that is how
 the committed, smoke-executed notebooks are made.
+
+Relative folders (``--results-dir``, ``--runs-dir``, ``-p data_dir``) are relative to the
+repository root, wherever the command is typed (as in notebooks and profiles:
+:func:`kgdistill.core.environment.repo_path`). ``-p NAME VALUE`` passes another notebook
+parameter (values read as papermill's ``-p`` reads them); a name that a notebook's cell tagged
+``parameters`` does not declare stops the runner before anything runs, naming the closest one.
 
 The profile's ``env`` mapping (e.g. the smoke profile's CPU-kernel pins) is exported before the
 kernels start. On the first failing notebook the runner stops and names the notebook, the cell
@@ -108,8 +115,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read/write run records here instead of <results-dir>/runs (needs --results-dir)")
     parser.add_argument("--fresh-runs", action="store_true",
                         help="train everything in a new temporary runs folder (deleted afterwards)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                        help="another notebook parameter, e.g. -p data_dir DIR (a name the notebooks do not "
+                             "declare is refused)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
+
+
+#: notebook parameters that have their own option
+OPTION_OF = {"profile": "--profile", "results_dir": "--results-dir", "runs_dir": "--runs-dir",
+             "show_progress": "--show-progress", "retrain_since": "--retrain"}
+
+
+def extra_parameters(pairs: list[list[str]]) -> dict:
+    """``-p NAME VALUE`` pairs as parameters, values typed as papermill's ``-p`` types them
+    (``True``, ``False``, ``None``, integers and floats; anything else stays a string)."""
+    out = {}
+    for name, value in pairs:
+        if name in OPTION_OF:
+            raise UsageError(f"-p {name}: use {OPTION_OF[name]} (it also checks the combination of options)")
+        out[name] = {"True": True, "False": False, "None": None}.get(value, value)
+        for kind in (int, float):
+            try:
+                out[name] = kind(value)
+                break
+            except ValueError:
+                continue
+    return out
+
+
+def check_declared(chosen: list[Path], parameters: dict) -> None:
+    """Refuse, before anything runs, a parameter that some chosen notebook's tagged cell does not declare."""
+    from kgdistill.study.parameters import check_parameters, declared_parameters
+
+    for nb in chosen:
+        check_parameters(parameters, declared_parameters(nb), f"notebook {_shown(nb)}")
 
 
 def plan(args: argparse.Namespace, profile: dict) -> tuple[Path, Path, dict]:
@@ -124,14 +164,17 @@ def plan(args: argparse.Namespace, profile: dict) -> tuple[Path, Path, dict]:
                          f"and figures go too with --results-dir DIR (alone, it puts the records in DIR/runs)")
     if args.fresh_runs and args.runs_dir:
         raise UsageError("--fresh-runs trains in a temporary runs folder; leave out --runs-dir")
-    root = Path(args.results_dir).resolve() if args.results_dir else ROOT / "results" / profile["name"]
+    if args.in_place and args.parameter:
+        raise UsageError("--in-place runs the notebooks with their own defaults; leave out -p")
+    root = Path(args.results_dir) if args.results_dir else ROOT / "results" / profile["name"]
     parameters: dict = {"profile": profile_parameter(profile), "show_progress": bool(args.show_progress)}
     if args.results_dir:
         parameters["results_dir"] = str(root)
     if args.runs_dir:
-        parameters["runs_dir"] = str(Path(args.runs_dir).resolve())
+        parameters["runs_dir"] = str(args.runs_dir)
     if args.retrain:
         parameters["retrain_since"] = time.time()
+    parameters.update(extra_parameters(args.parameter))
     if args.in_place:
         parameters = {}  # the notebooks' own defaults are the smoke profile
     return root, (NOTEBOOKS if args.in_place else root / "notebooks"), parameters
@@ -163,17 +206,20 @@ def execute(nb: Path, target: Path, parameters: dict, failed: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
+    from kgdistill.core.environment import ROOT_ENV, repo_path
     from kgdistill.study.profile import load_profile
 
-    for option in ("results_dir", "runs_dir"):  # relative to where the user stands, not to ROOT
-        if getattr(args, option):
-            setattr(args, option, str(Path(getattr(args, option)).resolve()))
-    if Path(args.profile).suffix in (".yaml", ".yml"):
+    if Path(args.profile).suffix in (".yaml", ".yml"):  # a file argument: relative to where the user stands
         args.profile = str(Path(args.profile).resolve())
     os.chdir(ROOT)
+    os.environ.setdefault(ROOT_ENV, str(ROOT))
+    for option in ("results_dir", "runs_dir"):  # relative to the repository root, as in notebooks and profiles
+        if getattr(args, option):
+            setattr(args, option, str(repo_path(getattr(args, option))))
     profile = load_profile(args.profile)
     root, out_dir, parameters = plan(args, profile)
     chosen = notebooks(args.only)
+    check_declared(chosen, {**parameters, **({"results_dir": None, "runs_dir": None} if args.fresh_runs else {})})
     prepare_environment(profile)
     scratch = None
     if args.fresh_runs:

@@ -23,7 +23,9 @@ killed process is taken over. A killed run resumes from its last epoch checkpoin
 
 The profile's ``env`` (e.g. the smoke profile's CPU-kernel pins) is set before torch is imported
 (the script re-executes itself with it); a value the caller set that differs from the profile's
-stops training with a message naming it. Errors are one clear line; ``--debug`` shows the
+stops training with a message naming it. A relative ``--runs-dir`` is relative to the repository
+root wherever the command is typed, as the profile's ``runs_dir`` and the notebooks' parameters
+(:func:`kgdistill.core.environment.repo_path`). Errors are one clear line; ``--debug`` shows the
 traceback.
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="print every run's state and stop")
     parser.add_argument("--match", nargs="+",
                         help="only runs whose row, recipe, dataset or run name contains one of these")
-    parser.add_argument("--runs-dir", help="records folder (default: the profile's runs_dir)")
+    parser.add_argument("--runs-dir", help="records folder (default: the profile's runs_dir); a relative one is "
+                                           "relative to the repository root, wherever the command is typed")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the profile's device)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the profile's, else torch's)")

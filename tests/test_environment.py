@@ -54,8 +54,12 @@ def test_apply_profile_env_keeps_what_the_caller_set(env):
 
 
 def test_export_data_dir_makes_it_absolute_for_child_processes(env, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    env[DATA_DIR_ENV] = "archives"
+    monkeypatch.chdir(ROOT / "notebooks")  # a kernel's working directory
+    env.pop(ROOT_ENV, None)
+    env[DATA_DIR_ENV] = "archives"  # relative: to the repository root, not to the working directory
+    export_data_dir()
+    assert env[DATA_DIR_ENV] == str(ROOT / "archives")
+    env[DATA_DIR_ENV] = str(tmp_path / "archives")  # absolute: as it is
     export_data_dir()
     assert env[DATA_DIR_ENV] == str(tmp_path / "archives")
     env[DATA_DIR_ENV] = ""  # set and empty: download, even where ../shared/data exists
@@ -89,17 +93,19 @@ def test_train_runs_reexecutes_itself_when_the_profile_env_is_missing(env, monke
 
 def test_reproduce_exports_the_profile_env_and_an_absolute_data_dir(env, tmp_path, monkeypatch):
     script = load_script(ROOT / "scripts" / "reproduce.py", "reproduce_env")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(ROOT / "notebooks")
+    env.pop(ROOT_ENV, None)
     env["KGDISTILL_TEST_SET"] = "caller's"
     env.pop("KGDISTILL_TEST_NEW", None)
     env[DATA_DIR_ENV] = "archives"
     script.prepare_environment({"env": {"KGDISTILL_TEST_SET": "profile's", "KGDISTILL_TEST_NEW": 2}})
     assert env["KGDISTILL_TEST_SET"] == "caller's" and env["KGDISTILL_TEST_NEW"] == "2"
-    assert env[DATA_DIR_ENV] == str(tmp_path / "archives") and ROOT_ENV in env
+    assert env[DATA_DIR_ENV] == str(ROOT / "archives") and ROOT_ENV in env
 
 
 def test_the_notebooks_conftest_exports_the_smoke_env(env, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(ROOT / "notebooks")
+    env.pop(ROOT_ENV, None)
     first, *others = SMOKE_ENV
     env[first] = "caller's"
     for key in others:
@@ -107,4 +113,4 @@ def test_the_notebooks_conftest_exports_the_smoke_env(env, tmp_path, monkeypatch
     env[DATA_DIR_ENV] = "archives"
     load_script(ROOT / "notebooks" / "conftest.py", "notebooks_conftest_env")
     assert env[first] == "caller's" and all(env[key] == SMOKE_ENV[key] for key in others)
-    assert env[DATA_DIR_ENV] == str(tmp_path / "archives")
+    assert env[DATA_DIR_ENV] == str(ROOT / "archives")

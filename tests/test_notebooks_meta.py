@@ -658,6 +658,38 @@ def test_footprint_exports_the_student_with_the_recorded_mrr(tiny_study):
     assert lines[-1] == f"student keeps {nonzero / frame['parameters'].iloc[0]:.4f} of the source's parameters"
 
 
+def test_footprint_writes_nothing_into_a_read_only_runs_folder(tiny_study, tmp_path):
+    """Notebook 05 on a shared, read-only runs folder: the sparse export (a derived file) goes to
+    ``<results_dir>/derived/<run>/sparse``; the runs folder is only read. As root, chmod does not
+    stop writes: the check by path below still does."""
+    import os
+    import stat
+
+    tiny_study.footprint().measure()  # the run and its weights exist
+    runs = tiny_study.runs_dir
+
+    def snapshot():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in runs.rglob("*")}
+
+    before = snapshot()
+    modes = {p: p.stat().st_mode for p in [runs, *runs.rglob("*")] if p.is_dir()}
+    S = study.Study(tiny_study.profile["_path"], results_dir=tmp_path / "out", runs_dir=runs, enforce_env=False)
+    try:
+        for folder in modes:
+            folder.chmod(stat.S_IMODE(modes[folder]) & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        if os.geteuid() != 0:
+            with pytest.raises(PermissionError):
+                (runs / "probe").write_text("x")
+        fp = S.footprint()
+        frame = fp.measure()
+    finally:
+        for folder, mode in modes.items():
+            folder.chmod(mode)
+    assert snapshot() == before  # nothing written, nothing touched, in the runs folder
+    assert fp.export_dir == tmp_path / "out" / "derived" / fp.spec.run_name / "sparse"
+    assert (fp.export_dir / "student.pt").stat().st_size == frame["disk bytes"].iloc[1]
+
+
 def test_threshold_search_brackets_the_paper_count():
     counts = [5, 1, 9, 3, 3, 20]
     assert thresholds_for_count(counts, 3) == (4, 5)  # 1, 3, 3 have fewer than t for 4 <= t <= 5

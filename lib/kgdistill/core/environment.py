@@ -1,6 +1,9 @@
 """Where things are and the process settings a profile asks for. Imports no torch.
 
 * :func:`repo_root`: the repository holding ``params/`` (notebooks run in ``notebooks/``);
+* :func:`repo_path`: the one rule for folders a user names (``runs_dir``, ``results_dir``,
+  ``data_dir``, ``$KGC_DATA_DIR``; notebook parameters, script options, profiles): a relative
+  path is relative to the repository root, whatever the working directory; absolute stays;
 * :func:`default_data_dir`: the one owner of the data-folder default — ``$KGC_DATA_DIR`` when
   set (empty: download), else ``../shared/data`` next to the repository when it exists, else
   ``None`` (the archives are downloaded and checked against their SHA-256);
@@ -21,7 +24,8 @@ ROOT_ENV = "KGDISTILL_ROOT"
 
 
 def repo_root() -> Path:
-    """The repository holding ``params/``: ``$KGDISTILL_ROOT``, else the first parent of the
+    """The repository holding ``params/``: ``$KGDISTILL_ROOT`` (for a library installed outside
+    its checkout, or a process that runs outside it), else the first parent of the
     working directory or of this package that has ``params/`` and ``pyproject.toml``."""
     env = os.environ.get(ROOT_ENV)
     if env:
@@ -36,6 +40,17 @@ def repo_root() -> Path:
     )
 
 
+def repo_path(path: str | os.PathLike | None) -> Path | None:
+    """A folder a user named, absolute: relative paths are relative to the repository root
+    (:func:`repo_root`), not to the working directory, so ``results/cpu/runs`` is the same folder
+    from a shell at the root, a Jupyter kernel in ``notebooks/`` or a script anywhere; absolute
+    paths (``~`` expanded) name the same folder as before (normalised). ``None`` or ``""``: None."""
+    if path is None or str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    return (path if path.is_absolute() else repo_root() / path).resolve()
+
+
 def shared_data_dir() -> Path | None:
     """``<repository>/../shared/data`` when it holds archives (``*.tar.gz``), else None."""
     try:
@@ -47,13 +62,12 @@ def shared_data_dir() -> Path | None:
 
 def default_data_dir() -> Path | None:
     """Where the benchmark archives are read from when a caller passes no folder:
-    ``$KGC_DATA_DIR`` (made absolute) when set, else ``../shared/data`` next to the repository
-    when it holds archives (:func:`shared_data_dir`), else None: download them from the ConvE
-    release (checked against their SHA-256). ``KGC_DATA_DIR=`` (set, empty) asks for the download
-    explicitly."""
+    ``$KGC_DATA_DIR`` when set (a relative value is relative to the repository root:
+    :func:`repo_path`), else ``../shared/data`` next to the repository when it holds archives
+    (:func:`shared_data_dir`), else None: download them from the ConvE release (checked against
+    their SHA-256). ``KGC_DATA_DIR=`` (set, empty) asks for the download explicitly."""
     if DATA_DIR_ENV in os.environ:  # set but empty: download, even when ../shared/data exists
-        env = os.environ[DATA_DIR_ENV]
-        return Path(env).resolve() if env else None
+        return repo_path(os.environ[DATA_DIR_ENV])
     return shared_data_dir()
 
 

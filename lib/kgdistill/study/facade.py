@@ -26,13 +26,14 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ..core.environment import profile_env, show_library_log
+from ..core.environment import profile_env, repo_path, show_library_log
 from ..metasd.config import RunConfig
 from .distile.claims import ds_verdict
 from .distile.curves import curves_figure, curves_summary
 from .distile.figures import dimension_grid_figure
 from .footprint import Footprint, ensure_weights, footprint, read_record
 from .outputs import output_root, save_figure, save_table, save_tables, stamp
+from .parameters import check_injected_parameters
 from .profile import (
     NamedRunSpec,
     RunSpec,
@@ -132,10 +133,14 @@ class Study:
 
     ``results_dir``: the root of everything written (default ``results/<profile>/``; when given,
     records default to ``<results_dir>/runs``). ``runs_dir``: read and train records there
-    instead (needs ``results_dir``). ``enforce_env=False`` trains even when the profile's ``env``
-    is not in force - for in-process tests only: the records then state the numeric environment
-    they were made under (``provenance.numeric_env``), and their numbers may differ from records
-    made under the profile's pins.
+    instead (needs ``results_dir``). Relative folders (``results_dir``, ``runs_dir``,
+    ``data_dir``) are relative to the repository root, not to the working directory (a kernel's is
+    ``notebooks/``): :func:`kgdistill.core.environment.repo_path`. Built in a kernel that papermill
+    started, it first refuses a ``-p`` name the notebook does not declare
+    (:func:`kgdistill.study.parameters.check_injected_parameters`). ``enforce_env=False`` trains
+    even when the profile's ``env`` is not in force - for in-process tests only: the records then
+    state the numeric environment they were made under (``provenance.numeric_env``), and their
+    numbers may differ from records made under the profile's pins.
     """
 
     def __init__(
@@ -148,6 +153,7 @@ class Study:
         results_dir: str | os.PathLike | None = None,
         enforce_env: bool = True,
     ):
+        check_injected_parameters()  # papermill -p result_dir X (a typo) stops here, before anything runs
         if runs_dir and not results_dir:
             raise ValueError(
                 f"runs_dir={str(runs_dir)!r} moves only the run records; choose where tables and figures go too: "
@@ -157,15 +163,16 @@ class Study:
         self.profile = load_profile(profile)
         self.name = self.profile["name"]
         #: the root of every output: tables/, figures/ (and runs/ when a root is chosen)
-        self.root = Path(output_root(self.profile, Path(results_dir).resolve() if results_dir else None))
+        # a relative folder is relative to the repository root, not to the kernel's notebooks/ (repo_path)
+        self.root = Path(output_root(self.profile, repo_path(results_dir)))
         if runs_dir:
-            self.runs_dir = Path(runs_dir).resolve()
+            self.runs_dir = repo_path(runs_dir)
         else:
             self.runs_dir = self.root / "runs" if results_dir else Path(self.profile["runs_dir"])
         self.enforce_env = bool(enforce_env)
         if show_progress:  # with the bars, the library's messages (e.g. "resuming from epoch 5")
             show_library_log()
-        self.data_dir = data_dir
+        self.data_dir = repo_path(data_dir)
         self.show_progress = bool(show_progress)
         self.retrain_since = retrain_since
         self.device = self.profile.get("device", "auto")

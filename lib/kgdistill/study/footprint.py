@@ -5,6 +5,10 @@ committed, so a run with only its record is trained again), measuring the three 
 model (:func:`footprint`: dense source, sparse file with dense kernels, sparse kernels; sizes,
 test MRR, ranking speed) and notebook 05's footprint section (:class:`Footprint`). The sparse
 format itself is :mod:`kgdistill.compression.sparse`.
+
+The runs folder is only read here (it may be a read-only shared one): the sparse export, a
+derived file, goes under the study's results folder, ``<results_dir>/derived/<run name>/sparse/``
+(:meth:`Footprint.export_dir`).
 """
 from __future__ import annotations
 
@@ -44,8 +48,10 @@ def read_record(run_dir: str | os.PathLike) -> dict:
     return read_json(Path(run_dir) / "record.json")
 
 
-def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 1000, repeats: int = 3) -> pd.DataFrame:
-    """Size and ranking speed of a pruned-student run (MetaSD) in three forms, on CPU:
+def footprint(record: dict, run_dir: str | os.PathLike, dataset, export_dir: str | os.PathLike, queries: int = 1000,
+              repeats: int = 3) -> pd.DataFrame:
+    """Size and ranking speed of a pruned-student run (MetaSD) in three forms, on CPU; the run's
+    folder ``run_dir`` is only read, the sparse export is written to ``export_dir``:
 
     * ``source (dense)``: the unpruned source model;
     * ``student (sparse file, dense kernels)``: the student written by
@@ -69,7 +75,7 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, queries: int = 
     config = RunConfig.from_dict(record["config"])
     # the source model (the pruned student is the source seen through its installed mask)
     source, _ = load_best(config, run_dir.parent, dataset, "cpu", model="teacher", retrain_missing=False)
-    artifact = run_dir / "sparse" / "student.pt"
+    artifact = Path(export_dir) / "student.pt"
     with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notices
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
         exported = sparse.export_sparse(source, artifact)
@@ -122,6 +128,12 @@ class Footprint:
     def section(self) -> dict:
         return self.study.section("footprint")
 
+    @property
+    def export_dir(self) -> Path:
+        """Where the sparse export goes: ``<results_dir>/derived/<run name>/sparse`` (a derived
+        file belongs with the tables and figures, never in the runs folder, which may be read-only)."""
+        return Path(self.study.root) / "derived" / self.spec.run_name / "sparse"
+
     def describe(self) -> str:
         """Which run, on what, and its student's non-zero parameter count (deterministic)."""
         nonzero = self.record["parameter_counts"]["student"]["nonzero"]
@@ -135,7 +147,8 @@ class Footprint:
         weights = ensure_weights(self.spec, S.runs_dir, S.data_dir, S.device, required_env=S.required_env)
         self.record = read_record(weights.parent)
         dataset = S.dataset(S.trained_on(fp["dataset"]))
-        self.frame = footprint(self.record, weights.parent, dataset, queries=fp["queries"], repeats=fp["repeats"])
+        self.frame = footprint(self.record, weights.parent, dataset, self.export_dir, queries=fp["queries"],
+                               repeats=fp["repeats"])
         return self.frame
 
     def summary(self) -> str:

@@ -21,6 +21,7 @@ from typing import Iterable
 
 import submitit
 
+from ..core.environment import repo_path
 from ..core.records import RECORD, read_json
 from ..protocol.registry import family_named
 from ..protocol.runner import run_dir_for
@@ -198,7 +199,7 @@ def submit_queue(profile: str | dict, *, match: Iterable[str] | None = None, run
     (1 when a job failed)."""
     if not isinstance(profile, dict):
         profile = load_profile(profile)
-    runs_dir = Path(runs_dir).resolve() if runs_dir else Path(profile["runs_dir"])
+    runs_dir = repo_path(runs_dir) or Path(profile["runs_dir"])  # relative: to the repository root
     match = list(match or [])
     runs = matching(planned_runs(profile), match)
     if not runs:

@@ -8,7 +8,8 @@ that read them (:class:`RunSpec`, :class:`NamedRunSpec`, :func:`table_specs`, :f
 
 A profile's sections:
 
-* ``runs_dir``, ``device``, ``threads``, ``env``, ``seeds``: where records live, what runs them;
+* ``runs_dir``, ``device``, ``threads``, ``env``, ``seeds``: where records live (relative to the
+  repository root: :func:`kgdistill.core.environment.repo_path`), what runs them;
 * ``subset_of``: the study profile whose runs this one trains a part of (``gpu``: ``paper``); such
   a profile has fewer tables and no notebook sections;
 * ``slurm``: what each run's job asks a Slurm cluster for (:mod:`kgdistill.study.launch`);
@@ -41,7 +42,7 @@ from typing import Callable
 
 import yaml
 
-from ..core.environment import repo_root
+from ..core.environment import repo_path, repo_root
 from ..metasd.config import RunConfig
 from ..protocol.configbase import ConfigBase, unknown_keys_message
 from ..protocol.registry import FAMILIES
@@ -159,8 +160,8 @@ def load_profile(name: str | os.PathLike) -> dict:
     for key in REQUIRED_SECTIONS:
         if key not in profile:
             raise ValueError(f"profile {path}: missing section {key!r}")
-    runs = Path(profile.get("runs_dir") or f"results/{profile['name']}/runs")
-    profile["runs_dir"] = str(runs if runs.is_absolute() else repo_root() / runs)
+    # relative to the repository root, like every folder a user names (repo_path)
+    profile["runs_dir"] = str(repo_path(profile.get("runs_dir") or f"results/{profile['name']}/runs"))
     profile["_path"] = str(path)
     for spec in all_specs(profile):  # validates every config
         spec.config

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..core.environment import repo_path
 from ..core.records import CHECKPOINT, RECORD, existing_record, read_json
 from ..metasd.config import RunConfig
 from ..protocol.runner import run as run_config
@@ -199,7 +200,7 @@ def run_queue(profile: str | dict, *, list_only: bool = False, match: Iterable[s
     :class:`NoMatchingRun` when ``match`` leaves nothing. Returns the exit status."""
     if not isinstance(profile, dict):
         profile = load_profile(profile)
-    runs_dir = Path(runs_dir).resolve() if runs_dir else Path(profile["runs_dir"])
+    runs_dir = repo_path(runs_dir) or Path(profile["runs_dir"])  # relative: to the repository root
     if threads or profile.get("threads"):
         import torch
 
