@@ -182,11 +182,12 @@ def test_selection_table_reading_and_figure():
     assert "the rule selects no evaluation" not in text
     never = reading("X", dataset_table({"paper equations": [run_cells(record, {**BLOCK, "threshold": 0.9})]}, BLOCK),
                     BLOCK)
-    assert ("MRR n/a (paper equations), n/a (official code) "
+    # fake_record states no stop_reason: a budget hit, so its recipe is marked † (tests/test_table_marks.py)
+    assert ("MRR n/a (paper equations †), n/a (official code) "
             "(n/a for paper equations: the rule selects no evaluation).") in never
-    assert ("official_dense minus pruned MRR at rate 0.9 (valid-selected): +0.1000 (paper equations), "
+    assert ("official_dense minus pruned MRR at rate 0.9 (valid-selected): +0.1000 (paper equations †), "
             "n/a (official code)") in text
-    assert "test: official rule (last) minus valid selection, pruned 0.9: MRR +0.0500 (paper equations)" in text
+    assert "test: official rule (last) minus valid selection, pruned 0.9: MRR +0.0500 (paper equations †)" in text
     fig = results.figure()
     assert len(fig.axes) == 1 and fig.axes[0].get_xscale() == "log"
 

@@ -53,7 +53,7 @@ def load_script(name: str):
 # --- relative folders: the repository root, from any working directory --------------------------------
 def test_repo_path_is_relative_to_the_repository_root(in_notebooks, tmp_path):
     assert repo_path("results/cpu/runs") == ROOT / "results" / "cpu" / "runs"
-    assert repo_path(Path("../shared/data")) == ROOT.parent / "shared" / "data"
+    assert repo_path(Path("../shared/data")) == (ROOT.parent / "shared" / "data").resolve()  # a link resolved
     assert repo_path(tmp_path / "x") == tmp_path / "x"  # absolute: as it is
     assert repo_path(None) is None and repo_path("") is None
 

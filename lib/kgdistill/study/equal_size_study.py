@@ -44,7 +44,7 @@ from .equal_size import (
     small_rank,
 )
 from .profile import NamedRunSpec, published
-from .tables import budget_hit, convergence_mark, format_table, runs_frame
+from .tables import DAGGER, budget_hit, convergence_mark, format_table, marked_label, runs_frame
 
 #: the post-hoc rows of a source run, beside its record (read instead of recomputing them)
 POST_HOC = "post_hoc.json"
@@ -88,8 +88,7 @@ def summary_table(measurements: pd.DataFrame, rows: Sequence[str] | None = None)
         group = measurements[measurements["row"] == label]
         if group.empty:
             continue
-        marks = [{"stop_reason": "plateau" if converged else "budget"} for converged in group["converged"]]
-        entry = {"row": label, "basis": ROW_BY_LABEL[label].basis, "converged": convergence_mark(marks)}
+        entry = {"row": label, "basis": ROW_BY_LABEL[label].basis, "converged": convergence_mark(_stops(group))}
         for column in MEASURED:
             entry[column] = group[column].mean()
         entry["MRR ±"] = group["MRR"].std(ddof=1) if len(group) > 1 else math.nan
@@ -98,6 +97,11 @@ def summary_table(measurements: pd.DataFrame, rows: Sequence[str] | None = None)
     frame = pd.DataFrame(out).set_index("row").rename_axis(None)
     return frame[["basis", "converged", "size", "bytes", "MRR", "MRR ±", "H@1", "H@10", "valid MRR",
                   "MRR official-dense", "parameters read (official-dense)", "seeds"]]
+
+
+def _stops(lines: pd.DataFrame) -> list[dict]:
+    """Measurement lines (a bool ``converged`` column) as the stop reasons ``convergence_mark`` reads."""
+    return [{"stop_reason": "plateau" if converged else "budget"} for converged in lines["converged"]]
 
 
 @dataclass
@@ -317,7 +321,8 @@ class EqualSize:
     def comparisons(self) -> pd.DataFrame:
         """MetaSD against the equal-size alternative with the best mean VALIDATION MRR, per
         benchmark and source rank: per-seed test-MRR differences, mean, 95% t-interval, verdict
-        (:func:`kgdistill.study.equal_size.paired_comparison`)."""
+        (:func:`kgdistill.study.equal_size.paired_comparison`), and ``converged`` over the compared
+        runs of MetaSD and the alternative (:func:`~kgdistill.study.tables.convergence_mark`: † on a budget hit)."""
         complete = {key: self.complete_seeds(part) for key, part in self._parts().items()}
         complete = {key: part for key, part in complete.items() if not part.empty}
         if not complete:
@@ -330,6 +335,8 @@ class EqualSize:
             means = part[part["row"].isin((METASD, *ALTERNATIVES))].groupby("row")["valid MRR"].mean()
             winners.append(means.idxmax())
         frame["best at equal size (valid)"] = winners
+        compared = [complete[key][complete[key]["row"].isin((METASD, c["alternative"]))] for key, c in results.items()]
+        frame.insert(frame.columns.get_loc("seeds") + 1, "converged", [convergence_mark(_stops(p)) for p in compared])
         return frame
 
     def figure(self):
@@ -338,7 +345,8 @@ class EqualSize:
         marker = source rank. The equal-size rows of one source rank share their x, so they are
         spread over ±15% of it to keep their bars apart. Sources are hollow, larger and on top:
         a rank-100 source sits at the size of the rank-1000 equal-size rows. The quantized rows
-        (compared by bytes, at the source's parameter count) are left to the tables."""
+        (compared by bytes, at the source's parameter count) are left to the tables. A row with a run
+        that hit its epoch budget is labelled † (:func:`~kgdistill.study.tables.marked_label`), with a note."""
         import matplotlib.pyplot as plt
         from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
@@ -372,12 +380,18 @@ class EqualSize:
         for i, label in enumerate(rows):
             if label in drawn:
                 style = SOURCE_STYLE if label == SOURCE else {}
-                _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none", label=label, **style)
+                stops = _stops(frame[frame["row"] == label])
+                _ = axes[0][-1].plot([], [], marker="o", color=colors(i % 10), linestyle="none",
+                                     label=marked_label(label, stops), **style)
         for j, rank in enumerate(ranks):
             _ = axes[0][-1].plot([], [], marker=markers[j % 5], color="0.3", linestyle="none",
                                  label=f"source rank {rank}")
         _ = axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
+        if not frame[frame["row"].isin(drawn)]["converged"].all():
+            from .figures import add_notes
+
+            add_notes(fig, [f"{DAGGER} not converged: a run of this row stopped at its epoch budget"])
         return fig
 
     def stamp_records(self) -> list[dict]:

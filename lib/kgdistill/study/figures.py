@@ -221,7 +221,8 @@ def merged_curves(curves: pd.DataFrame, tolerance: float = SAME_CURVE) -> list[t
 
 def valid_curves(curves: pd.DataFrame, title: str, tolerance: float = SAME_CURVE, metric: str = "MRR"):
     """Validation ``metric`` by epoch: one line per row (mean over seeds, a min..max band when
-    there are several), rows closer than ``tolerance`` drawn once as ``"a = b"`` with a note."""
+    there are several), rows closer than ``tolerance`` drawn once as ``"a = b"`` with a note; a line
+    with a run that hit its epoch budget (``curves.attrs["budget_hit"]``) is labelled † with a note."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -230,9 +231,11 @@ def valid_curves(curves: pd.DataFrame, title: str, tolerance: float = SAME_CURVE
     seeds = max(len(columns) for columns in _seed_columns(curves).values())
     if seeds > 1:
         notes.append(f"lines: mean over {seeds} seeds; bands: min..max over the seeds")
+    hits, budget = curves.attrs.get("budget_hit", {}), {}
     for i, (names, frame) in enumerate(merged_curves(curves, tolerance)):
         label = " = ".join(names)
-        ax.plot(frame.index, frame.mean(axis=1), marker=markers[i % len(markers)], color=f"C{i}", label=label)
+        shown = _budget_marked(label, [DAGGER if hits.get(c) else "" for c in frame.columns], budget)
+        ax.plot(frame.index, frame.mean(axis=1), marker=markers[i % len(markers)], color=f"C{i}", label=shown)
         if frame.shape[1] > 1:
             ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=f"C{i}", alpha=0.15, lw=0)
         if len(names) > 1:
@@ -243,7 +246,7 @@ def valid_curves(curves: pd.DataFrame, title: str, tolerance: float = SAME_CURVE
     ax.set_axisbelow(True)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    add_notes(fig, notes)
+    add_notes(fig, notes + list(budget.values()))
     return fig
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from ..core.records import read_json
 from ..metasd.config import RunConfig
 from ..protocol.configbase import ConfigBase
-from .tables import format_table
+from .tables import convergence_mark, format_table
 
 
 def ensure_weights(spec, runs_dir: str | os.PathLike, data_dir=None, device: str | None = "auto",
@@ -62,7 +62,9 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, export_dir: str
     Columns: ``parameters`` (non-zero for the students), ``disk bytes`` (``torch.save`` of the dense
     tables / the sparse artifact), ``memory bytes`` (float32 tables / CSR storage), ``test MRR``
     (full filtered test evaluation), ``seconds`` (best of ``repeats`` passes ranking the first
-    ``queries`` test queries against all entities) and ``queries/s``.
+    ``queries`` test queries against all entities), ``queries/s`` and ``converged`` (the run's
+    :func:`~kgdistill.study.tables.convergence_mark`, the same on every row: ``"no †"`` when it stopped
+    at its epoch budget, and the table's text and saved files then end with the budget footnote).
     """
     import torch
 
@@ -104,6 +106,7 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, export_dir: str
                      "test MRR": mrr, "seconds": best_time(fn)})
     frame = pd.DataFrame(rows).set_index("model").rename_axis(None)
     frame["queries/s"] = len(q) / frame["seconds"]
+    frame["converged"] = convergence_mark([record])
     return frame
 
 
@@ -152,12 +155,13 @@ class Footprint:
         return self.frame
 
     def summary(self) -> str:
-        """Sizes and the exported student's test MRR against the record's (no timings)."""
+        """Sizes and the exported student's test MRR against the record's (no timings), with the
+        run's ``converged`` mark (and the budget footnote when it hit its epoch budget)."""
         frame = self.frame if self.frame is not None else self.measure()
         delta = frame["test MRR"].iloc[1] - self.record["test"]["student"]["all"]["MRR"]
         keeps = frame["parameters"].iloc[1] / frame["parameters"].iloc[0]
         return "\n".join([
-            format_table(frame[["parameters", "test MRR"]].iloc[:2]),
+            format_table(frame[["parameters", "test MRR", "converged"]].iloc[:2]),
             f"exported student's test MRR minus the recorded student MRR: {delta:+.4f}",
             f"student keeps {keeps:.4f} of the source's parameters",
         ])

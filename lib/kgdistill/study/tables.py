@@ -366,14 +366,17 @@ def runs_frame(specs: Sequence[RunSpec], records: dict[str, dict]) -> pd.DataFra
 
 def valid_curves(specs: Sequence[RunSpec], records: dict[str, dict], metric: str = "MRR") -> pd.DataFrame:
     """Validation ``metric`` by epoch (rows) of each spec's model (columns ``row`` or
-    ``row/seed`` when there are several seeds), from the records' histories."""
+    ``row/seed`` when there are several seeds), from the records' histories. ``attrs["budget_hit"]``
+    says per column whether its run hit its epoch budget (:func:`budget_hit`; the figure marks it)."""
     seeds = {s.seed for s in specs}
-    series = {}
+    series, hit = {}, {}
     for spec in specs:
         record = record_for(spec, records)
         model = model_name(spec, record)
         points = {h["epoch"]: h["valid"][model][metric] for h in record["history"] if "valid" in h}
-        series[spec.row if len(seeds) == 1 else f"{spec.row}/s{spec.seed}"] = pd.Series(points)
+        column = spec.row if len(seeds) == 1 else f"{spec.row}/s{spec.seed}"
+        series[column], hit[column] = pd.Series(points), budget_hit(record)
     frame = pd.DataFrame(series)
     frame.index.name = "epoch"
+    frame.attrs["budget_hit"] = hit
     return frame

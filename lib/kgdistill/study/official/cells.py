@@ -1,11 +1,17 @@
 """Notebook 07's cells and tables: each run's student metrics per eval mode x rate x selection,
-the per-dataset tables beside the published row, the selection table and the reading."""
+the per-dataset tables beside the published row, the selection table and the reading.
+
+Unconverged numbers are marked as in every table of the study: a ``converged`` column
+(:func:`kgdistill.study.tables.convergence_mark`: ``"no †"``, ``"1/2 †"`` when a run behind the row
+stopped at its epoch budget), and the reading names the recipes marked † and says their numbers
+are unconverged."""
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping, Sequence
 
 from ...core.metrics import METRICS
+from ..tables import DAGGER, budget_hit, convergence_mark
 from .section import SELECTIONS
 from .selection import selection_summary
 
@@ -18,17 +24,18 @@ SELECTION_LABELS = {"validation": "valid", "official_last": "test: official rule
 
 
 def _cell(mode: str, rate: float, selection: str, epoch: int | None, metrics: Mapping | None, read: Mapping | None,
-          status: str) -> dict:
+          status: str, budget: bool | None = None) -> dict:
     values = {m: float(metrics[m]) if metrics else math.nan for m in METRICS}
     return {"mode": mode, "rate": rate, "selection": selection, "epoch": epoch, **values,
             "read": int(read["total"]) if read else None, "dense": int(read["dense"]) if read else None,
-            "status": status}
+            "status": status, "budget_hit": budget}
 
 
 def run_cells(record: Mapping[str, Any], block: Mapping[str, Any]) -> list[dict]:
     """The cells of one pruned-student run: for each ``eval_modes`` x ``eval_rates`` x
     (``validation``, ``test``) a dict ``{mode, rate, selection, epoch, MRR, H@1, H@3, H@10, read,
-    dense, status}`` (``read``: non-zero parameters the scorer reads, ``dense``: the source's P).
+    dense, status, budget_hit}`` (``read``: non-zero parameters the scorer reads, ``dense``: the
+    source's P, ``budget_hit``: the run stopped at its epoch budget, :func:`~kgdistill.study.tables.budget_hit`).
 
     Validation cells come from ``record["student_eval"]`` (the validation-selected epoch). The test
     cell takes the epoch of ``block["test_rule"]`` (:func:`~kgdistill.study.official.selection.selection_summary`
@@ -62,16 +69,23 @@ def run_cells(record: Mapping[str, Any], block: Mapping[str, Any]) -> list[dict]
                 cells.append(_cell(mode, rate, "test", pick["epoch"], pick, row["read"], MEASURED))
             else:
                 cells.append(_cell(mode, rate, "test", pick["epoch"], None, None, NOT_STORED))
-    return cells
+    hit = budget_hit(record)
+    return [{**cell, "budget_hit": hit} for cell in cells]
 
 
 def missing_cells(block: Mapping[str, Any]) -> list[dict]:
-    """The cells of a run without a record (all ``NOT_TRAINED``)."""
+    """The cells of a run without a record (all ``NOT_TRAINED``; ``budget_hit`` None)."""
     return [_cell(mode, float(rate), sel, None, None, None, NOT_TRAINED)
             for mode in block["eval_modes"] for rate in block["eval_rates"] for sel in SELECTIONS]
 
 
 # --- a dataset's table ------------------------------------------------------------------------------
+def _convergence(group: Sequence[dict]) -> str:
+    """:func:`~kgdistill.study.tables.convergence_mark` of the trained seeds behind a row's cells."""
+    trained = [c["budget_hit"] for c in group if c.get("budget_hit") is not None]
+    return convergence_mark([{"stop_reason": "budget" if hit else "plateau"} for hit in trained])
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
@@ -89,7 +103,9 @@ def dataset_table(cells_by_recipe: Mapping[str, Sequence[Sequence[dict]]], block
 
     ``cells_by_recipe``: label -> one :func:`run_cells` list per seed (same order). A cell is
     shown only when every seed has it (else its status, numbers ``NaN``). Columns: ``eval``,
-    ``rate``, ``selected on``, ``epoch`` (per seed, ``/``-joined), ``MRR`` (``MRR ±``: std over
+    ``rate``, ``selected on``, ``epoch`` (per seed, ``/``-joined), ``converged`` (of the trained
+    seeds, :func:`~kgdistill.study.tables.convergence_mark`: ends in † when one hit its epoch
+    budget; ``-`` when none is trained), ``MRR`` (``MRR ±``: std over
     seeds when more than one), ``H@1``, ``H@3``, ``H@10``, ``parameters read`` (mean non-zero
     parameters the scorer reads), ``read / source`` (of the dense source's P), ``runs``, ``cell``.
     ``published_row`` (published.yaml's MetaSD row) adds a last row ``MetaSD (published)`` with
@@ -108,7 +124,8 @@ def dataset_table(cells_by_recipe: Mapping[str, Sequence[Sequence[dict]]], block
             row = {"eval": first["mode"], "rate": f"{first['rate']:g}",
                    "selected on": ("valid" if first["selection"] == "validation"
                                    else SELECTION_LABELS[block["test_rule"]]),
-                   "epoch": "/".join("-" if c["epoch"] is None else str(c["epoch"]) for c in group)}
+                   "epoch": "/".join("-" if c["epoch"] is None else str(c["epoch"]) for c in group),
+                   "converged": _convergence(group)}
             for metric in METRICS:
                 values = [c[metric] for c in group]
                 row[metric] = math.nan if missing else _mean(values)
@@ -132,8 +149,9 @@ def dataset_table(cells_by_recipe: Mapping[str, Sequence[Sequence[dict]]], block
 
 def selection_table(records: Mapping[str, Mapping[str, Any]], block: Mapping[str, Any]):
     """Every selection rule of :mod:`kgdistill.study.official.selection` for each run (``records``: row label ->
-    record, e.g. ``"official code s0"``): epoch, the student's validation and test MRR there,
-    and ``optimism`` = its test MRR minus the validation-selected one."""
+    record, e.g. ``"official code s0"``): epoch, whether the run converged
+    (:func:`~kgdistill.study.tables.convergence_mark`: ``"no †"`` for a budget hit), the student's
+    validation and test MRR there, and ``optimism`` = its test MRR minus the validation-selected one."""
     import pandas as pd
 
     rows, index = [], []
@@ -142,10 +160,12 @@ def selection_table(records: Mapping[str, Mapping[str, Any]], block: Mapping[str
         for rule, values in summary.items():
             rows.append({"rule": SELECTION_LABELS[rule],
                          "epoch": "-" if values["epoch"] is None else str(values["epoch"]),
+                         "converged": convergence_mark([record]),
                          "valid MRR": values["valid_MRR"], "MRR": values["MRR"], "H@10": values["H@10"],
                          "optimism": values["optimism"]})
             index.append(label)
-    return pd.DataFrame(rows, index=index, columns=["rule", "epoch", "valid MRR", "MRR", "H@10", "optimism"])
+    return pd.DataFrame(rows, index=index,
+                        columns=["rule", "epoch", "converged", "valid MRR", "MRR", "H@10", "optimism"])
 
 
 def source_point(records: Sequence[Mapping[str, Any]]) -> dict:
@@ -171,7 +191,9 @@ def _signed(x: float) -> str:
 
 
 def reading(title: str, frame, block: Mapping[str, Any], published_row: Mapping[str, Any] | None = None) -> str:
-    """A few sentences with the numbers of one dataset's table (4 decimals; deterministic)."""
+    """A few sentences with the numbers of one dataset's table (4 decimals; deterministic). A recipe
+    whose runs include a budget hit (``converged`` ends in †) carries † after its name, and a last
+    sentence names those recipes: their numbers are unconverged."""
     labels = list(block["recipes"])
     rates = [float(r) for r in block["eval_rates"]]
     train, other = rates[0], (rates[1] if len(rates) > 1 else None)
@@ -180,8 +202,11 @@ def reading(title: str, frame, block: Mapping[str, Any], published_row: Mapping[
     if frame.empty or frame["cell"].isin([NOT_TRAINED, "published"]).all():
         return "\n".join(lines + ["  no run of this dataset is trained yet."])
 
+    marks = _marks(frame, labels)
+    shown = {label: f"{label} {DAGGER}" if marks[label] else label for label in labels}
+
     def per_recipe(fn) -> str:
-        return ", ".join(f"{_signed(fn(label))} ({label})" for label in labels)
+        return ", ".join(f"{_signed(fn(label))} ({shown[label]})" for label in labels)
 
     if "official_dense" in modes and "pruned" in modes:
         ratio = [_value(frame, label, "official_dense", train, "validation", "parameters read") /
@@ -202,7 +227,7 @@ def reading(title: str, frame, block: Mapping[str, Any], published_row: Mapping[
         a, b = labels[0], labels[1]
         delta = [_value(frame, b, m, r, "validation") - _value(frame, a, m, r, "validation")
                  for m in modes for r in rates]
-        lines.append(f"  {b} minus {a}, valid-selected MRR, " + ", ".join(
+        lines.append(f"  {shown[b]} minus {shown[a]}, valid-selected MRR, " + ", ".join(
             f"{m} {r:g}: {_signed(d)}" for (m, r), d in zip([(m, r) for m in modes for r in rates], delta)) + ".")
     optimism = per_recipe(lambda label: _value(frame, label, "pruned", train, "test")
                           - _value(frame, label, "pruned", train, "validation"))
@@ -214,8 +239,24 @@ def reading(title: str, frame, block: Mapping[str, Any], published_row: Mapping[
         read = _fraction(frame, labels[-1], modes[-1], rates[-1])
         lines.append(f"  published MetaSD: MRR {float(published_row['MRR']):.4f} "
                      f"at size {float(published_row['size']):,.0f} (10% of a rank-2000 source); "
-                     f"{labels[-1]} in {modes[-1]} mode at rate {rates[-1]:g} reads {read} of its source here.")
+                     f"{shown[labels[-1]]} in {modes[-1]} mode at rate {rates[-1]:g} reads {read} of its source here.")
+    hit = [f"{label} (converged: {marks[label]})" for label in labels if marks[label]]
+    if hit:
+        lines.append(f"  {DAGGER} unconverged: the runs of {', '.join(hit)} stopped at their epoch budget before "
+                     f"the convergence rule was met; every number marked {DAGGER} describes an unfinished training, "
+                     "not a result.")
     return "\n".join(lines)
+
+
+def _marks(frame, labels: Sequence[str]) -> dict[str, str]:
+    """Per recipe label, its ``converged`` mark without the dagger (``"no"``, ``"1/2"``) when a run
+    behind it hit its epoch budget, else ``""`` (from the table's ``converged`` column)."""
+    out = {}
+    for label in labels:
+        marks = [str(m) for m in frame.loc[[label], "converged"]] if label in frame.index else []
+        marked = next((m for m in marks if DAGGER in m), "")
+        out[label] = marked.replace(DAGGER, "").strip()
+    return out
 
 
 def _fraction(frame, label: str, mode: str, rate: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from ..tables import DAGGER, budget_hit, marked_label
 from .cells import MEASURED, dataset_table, missing_cells, reading, run_cells, selection_table, source_point
 
 
@@ -44,8 +45,9 @@ class OfficialResults:
                  "where the rule uses one)"]
         for s in self.specs:
             record = self.records.get(s.run_name)
-            state = (f"selected epoch {record['selected_epoch']} of {record['stopped_epoch']}, "
-                     f"{'converged' if record.get('converged') else 'stopped by the epoch budget (not converged)'}"
+            hit = record is not None and budget_hit(record)
+            stop = f"stopped by the epoch budget (not converged {DAGGER})" if hit else "converged"
+            state = (f"selected epoch {record['selected_epoch']} of {record['stopped_epoch']}, {stop}"
                      if record else "not trained yet")
             lines.append(f"  {s.paper_dataset:<10} {s.row:<16} s{s.seed}: {state}")
         if self.missing:
@@ -70,9 +72,13 @@ class OfficialResults:
         """MRR (valid-selected) against the non-zero parameters read, one panel per dataset: colour =
         recipe, marker = eval mode, filled = training rate, hollow = the other rate; grey diamond =
         the dense source, star = the published MetaSD (its size as published). Datasets without a
-        trained run get no panel (unless none has one)."""
+        trained run get no panel (unless none has one). A recipe with a run that stopped at its epoch
+        budget in a panel drawn is labelled † (:func:`~kgdistill.study.tables.marked_label`), and a note
+        under the figure says in which panels its points are unconverged."""
         import matplotlib.pyplot as plt
         from matplotlib.ticker import NullFormatter
+
+        from ..figures import add_notes
 
         labels, rates = list(self.block["recipes"]), [f"{float(r):g}" for r in self.block["eval_rates"]]
         # no empty panel
@@ -94,7 +100,10 @@ class OfficialResults:
                 ax.scatter(float(paper["size"]), float(paper["MRR"]), marker="*", s=120, color="k")
             ax.set(xscale="log", xlabel="non-zero parameters read", ylabel="test MRR", title=self.short_title(ds))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="", label=label) for i, label in enumerate(labels)]
+        drawn = {label: {ds: self.recipe_records(ds, label) for ds in shown} for label in labels}
+        handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="",
+                              label=marked_label(label, [r for rs in drawn[label].values() for r in rs]))
+                   for i, label in enumerate(labels)]
         handles += [plt.Line2D([], [], color="k", marker=m, ls="", mfc=f, label=t) for m, f, t in (
             ("o", "k", "pruned"), ("s", "k", "official_dense"), ("o", "none", f"rate {rates[-1]}"),
             ("D", "0.55", "dense source"), ("*", "k", "published MetaSD"))
@@ -102,4 +111,13 @@ class OfficialResults:
         ncol = len(handles) if len(shown) > 1 else 4  # one row above several panels, two above one
         fig.tight_layout(rect=(0, 0, 1, 0.9 if ncol == len(handles) else 0.8))
         fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False, handletextpad=0.2)
+        hit = {label: [self.short_title(ds) for ds, rs in panels.items() if any(map(budget_hit, rs))]
+               for label, panels in drawn.items()}
+        hit = "; ".join(f"{label} in {', '.join(where)}" for label, where in hit.items() if where)
+        add_notes(fig, [f"{DAGGER} not converged (a run stopped at its epoch budget): {hit}" if hit else ""])
         return fig
+
+    def recipe_records(self, dataset: str, recipe: str) -> list[dict]:
+        """The trained runs' records of one recipe (table label) on one dataset."""
+        return [self.records[s.run_name] for s in self.specs
+                if s.paper_dataset == dataset and s.row == recipe and s.run_name in self.records]
