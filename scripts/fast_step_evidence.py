@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=["baseline", "metasd"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[100, 1000], help="source ranks")
     parser.add_argument("--runs-dir", default=None, help="where the twins' records go (relative: to the repo root)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                        help="the twins' precision (fp32: chunking alone, to tell its effect from bf16's)")
     parser.add_argument("--list", action="store_true", help="list the pairs and their state, train nothing")
     parser.add_argument("--train", action="store_true", help="train the missing twins (resumable)")
     parser.add_argument("--stop-after-minutes", type=float, default=None, help="start no new twin after this")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = []
     for config in references:
         reference = existing_record(run_dir_for(config, profile["runs_dir"]))
-        twin = fast_twin(config)
+        twin = fast_twin(config, args.precision)
         record = existing_record(run_dir_for(twin, runs_dir))
         if args.list:
             print(f"{'done' if record else 'missing':8s} {twin.run_name()}  (reference "
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         from kgdistill.study.outputs import save_table
 
-        save_table(table, "fast_step_evidence", profile,
-                   caption="Test MRR, chunked bf16 step vs autograd fp32 step, paired by seed")
+        save_table(table, f"fast_step_evidence_{args.precision}", profile,
+                   caption=f"Test MRR, chunked {args.precision} step vs autograd fp32 step, paired by seed")
     return 0
 
 

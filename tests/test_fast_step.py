@@ -18,6 +18,8 @@ def test_the_twin_differs_only_by_the_step():
     assert {k: v for k, v in twin.to_dict().items() if k not in ("one_vs_all", "precision")} == \
         {k: v for k, v in config.to_dict().items() if k not in ("one_vs_all", "precision")}
     assert twin.run_name() != config.run_name()
+    chunked_only = fast_twin(config, "fp32")
+    assert chunked_only.precision == "fp32" and chunked_only.run_name() not in (twin.run_name(), config.run_name())
 
 
 def _record(mrr: dict[str, float], converged: bool = True) -> dict:

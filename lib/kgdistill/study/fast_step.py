@@ -26,9 +26,10 @@ TOLERANCE = 0.005
 FAST = {"one_vs_all": "chunked", "precision": "bf16"}
 
 
-def fast_twin(config: RunConfig) -> RunConfig:
-    """``config`` on the chunked bf16 path (a KD teacher is left on its own path)."""
-    return config.replace(**FAST)
+def fast_twin(config: RunConfig, precision: str = FAST["precision"]) -> RunConfig:
+    """``config`` on the chunked path in ``precision`` (default bf16: the fast path; fp32 separates
+    what chunking changes from what bf16 changes). A KD teacher is left on its own path."""
+    return config.replace(**{**FAST, "precision": precision})
 
 
 def evidence_runs(plan: Iterable[PlannedRun], datasets: Sequence[str] = ("Kinship", "UMLS"),
