@@ -81,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(format_table(table.set_index(["dataset", "rank", "method", "model"])))
     if args.save:
-        from kgdistill.study.outputs import save_table
+        from kgdistill.study.outputs import save_table, stamp
 
-        save_table(table, f"fast_step_evidence_{args.precision}", profile,
-                   caption=f"Test MRR, chunked {args.precision} step vs autograd fp32 step, paired by seed")
+        records = [r for _, ref, twin in pairs for r in (ref, twin) if r is not None]
+        save_table(table.set_index(["dataset", "rank", "method", "model"]), f"fast_step_evidence_{args.precision}",
+                   profile, caption=f"Test MRR, chunked {args.precision} step vs autograd fp32 step, paired by "
+                                    f"seed; {stamp(records, profile)}")
     return 0
 
 
