@@ -26,13 +26,6 @@ from ..core.onevsall import chunk_rows_for, mutual_distillation, softmax_cross_e
 from .objective import _rp_and_penalty
 
 
-def _masked(tensors: dict, masks: dict | None) -> dict:
-    if masks is not None:
-        for name, tensor in tensors.items():
-            tensor.mul_(masks[name])
-    return tensors
-
-
 def chunked_meta_gradient(learner, batch: torch.Tensor, quiz: torch.Tensor) -> tuple[torch.Tensor, list]:
     """``(quiz loss, gradients for the teacher's parameters)`` of one meta step of ``learner`` (a
     :class:`~kgdistill.metasd.distillation.DistillationLearner` with a meta method)."""
@@ -51,7 +44,7 @@ def chunked_meta_gradient(learner, batch: torch.Tensor, quiz: torch.Tensor) -> t
             (s_query, s_candidates), (t_query.detach(), t_candidates.detach()), targets, c.alpha, c.beta,
             train_teacher=False, row_weights=rows_weight(targets), chunk_rows=c.chunk_rows, product_dtype=fp32)
         loss_s = loss_s + _rp_and_penalty(s_pair, s_relations, s_factors, batch, c, fp32, c.alpha)
-        grads = _masked(dict(zip(theta_s, torch.autograd.grad(loss_s, list(theta_s.values())))), masks)
+        grads = learner._masked(dict(zip(theta_s, torch.autograd.grad(loss_s, list(theta_s.values())))), masks)
         theta_virtual = {k: (theta_s[k] - c.virtual_lr * grads[k]).detach().requires_grad_() for k in theta_s}
         del grads
     with learner.timed("meta"):
@@ -78,7 +71,7 @@ def _quiz_direction(learner, theta_virtual: dict, quiz: torch.Tensor, masks: dic
         v = list(grads) if v is None else [a + b for a, b in zip(v, grads)]
         loss_sum = loss_sum + loss.detach()
     v = {k: g / len(chunks) for k, g in zip(theta_virtual, v)}
-    return loss_sum / len(chunks), _masked(v, masks)
+    return loss_sum / len(chunks), learner._masked(v, masks)
 
 
 def _teacher_logit_products(learner, batch: torch.Tensor, theta_s: dict, v: dict, t_query: torch.Tensor,
