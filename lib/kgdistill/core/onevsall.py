@@ -11,12 +11,26 @@ scores, the softmax, the loss and both gradients are computed before the next ch
     S = Q_c Cᵀ,  P = softmax(S),  loss_c = -Σ_i c_i log P_i,y_i
     ∂/∂Q_c = c ⊙ (P C − C_y),     ∂/∂C += (P)ᵀ (c ⊙ Q_c) − scatter_y(c ⊙ Q_c)
 
-(c_i the weight of row i in the mean). The one-hot part is added exactly in fp32 outside the
-products, so only P and the inputs are rounded when the products run in bfloat16
-(``product_dtype``; the accumulation is fp32 in oneDNN and cuBLAS, the softmax, the loss and the
-gradients' sums stay fp32). In bf16 the rows' P is kept, in bf16, for one ∂/∂C product after the
-last chunk (the CPU has no bf16 product that accumulates into fp32 in place); the fp32 path
-accumulates ∂/∂C chunk by chunk. The forward pass leaves the gradients ready; backward scales them.
+(c_i the weight of row i in the mean). The forward pass leaves the gradients ready; backward
+scales them.
+
+bf16 products (``product_dtype``; accumulation in fp32 inside oneDNN and cuBLAS; softmax, losses
+and the gradients' sums stay fp32). A bf16 product *returns* bf16, so its output is rounded to 8
+significant bits: a logit of 20 by up to 0.06, which moves a probability by 6 % and swamps the
+difference p_S − p_T that a KL gradient is made of. Two things keep the rounding where it is
+harmless (:class:`ScoreOperands`):
+
+- shifted scores: the operands carry one more column, (Q, −m) and (C, 1), so the product returns
+  S − m with m_i the row's target score (fp32). Softmax, CE and KL do not change under a per-row
+  shift, and the logits that carry the probability mass come out near 0, where bf16 is fine;
+- the whole logit gradient in the rounded matrix: c ⊙ (P − E_y) is formed in fp32 and rounded
+  once, so P C − C_y never cancels after rounding (P C is rounded relative to C, the difference
+  can be a hundred times smaller).
+
+The rows' bf16 matrix is kept for one ∂/∂C product after the last chunk (the CPU has no bf16
+product that accumulates into fp32 in place), and the candidates are also kept transposed (K, N)
+for the score product (oneDNN's faster layout, measured). The fp32 path is the original
+arithmetic, unchanged: it accumulates ∂/∂C chunk by chunk and adds the one-hot part outside.
 """
 from __future__ import annotations
 
@@ -41,38 +55,10 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, candidates, targets, coef, chunk, product_dtype):
         with torch.autocast(query.device.type, enabled=False):  # the dtypes below are chosen explicitly
-            return _ChunkedSoftmaxCE._forward(ctx, query, candidates, targets, coef, chunk, product_dtype)
-
-    @staticmethod
-    def _forward(ctx, query, candidates, targets, coef, chunk, product_dtype):
-        low = product_dtype != torch.float32
-        q32, c32 = query.detach().float(), candidates.detach().float()
-        q_lp, c_lp = (q32.to(product_dtype), c32.to(product_dtype)) if low else (q32, c32)
-        q_weighted = q_lp * coef[:, None].to(q_lp.dtype)
-        n = q32.shape[0]
-        grad_q = torch.empty_like(q32)
-        grad_c = torch.zeros_like(c32)
-        # bf16: the probabilities of all rows (B, N) in bf16 for one ∂/∂C product at the end (one
-        # write and one read instead of a (N, d) fp32 accumulation pass per chunk); fp32: addmm_
-        # accumulates ∂/∂C chunk by chunk inside the product
-        probs_lp = torch.empty(n, c32.shape[0], dtype=product_dtype, device=q32.device) if low else None
-        loss = q32.new_zeros(())
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            rows = torch.arange(stop - start, device=q32.device)
-            t, w = targets[start:stop], coef[start:stop]
-            probs = torch.softmax(q_lp[start:stop] @ c_lp.T, dim=1, dtype=torch.float32)
-            loss -= (probs[rows, t].log() * w).sum()
-            if low:
-                probs_lp[start:stop] = probs
-                grad_q[start:stop] = probs_lp[start:stop] @ c_lp
+            if product_dtype != torch.float32:
+                grad_q, grad_c, loss = _low_softmax_ce(query, candidates, targets, coef, chunk, product_dtype)
             else:
-                torch.mm(probs, c32, out=grad_q[start:stop])
-                grad_c.addmm_(probs.T, q_weighted[start:stop])
-        if low:
-            grad_c += probs_lp.T @ q_weighted
-        grad_q.mul_(coef[:, None]).sub_(coef[:, None] * c32[targets])
-        grad_c.index_add_(0, targets, -coef[:, None] * q32)
+                grad_q, grad_c, loss = _fp32_softmax_ce(query, candidates, targets, coef, chunk)
         ctx.save_for_backward(grad_q.to(query.dtype), grad_c.to(candidates.dtype))
         return loss
 
@@ -80,6 +66,46 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_q, grad_c = ctx.saved_tensors
         return grad_q * grad_out, grad_c * grad_out, None, None, None, None
+
+
+def _fp32_softmax_ce(query, candidates, targets, coef, chunk):
+    """The fp32 chunks: ∂/∂C accumulated chunk by chunk (addmm_), the one-hot part added after."""
+    q32, c32 = query.detach().float(), candidates.detach().float()
+    q_weighted = q32 * coef[:, None]
+    n = q32.shape[0]
+    grad_q = torch.empty_like(q32)
+    grad_c = torch.zeros_like(c32)
+    loss = q32.new_zeros(())
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        rows = torch.arange(stop - start, device=q32.device)
+        t, w = targets[start:stop], coef[start:stop]
+        probs = torch.softmax(q32[start:stop] @ c32.T, dim=1, dtype=torch.float32)
+        loss -= (probs[rows, t].log() * w).sum()
+        torch.mm(probs, c32, out=grad_q[start:stop])
+        grad_c.addmm_(probs.T, q_weighted[start:stop])
+    grad_q.mul_(coef[:, None]).sub_(coef[:, None] * c32[targets])
+    grad_c.index_add_(0, targets, -coef[:, None] * q32)
+    return grad_q, grad_c, loss
+
+
+def _low_softmax_ce(query, candidates, targets, coef, chunk, product_dtype):
+    """The low-precision chunks (see the module docstring): shifted scores, c ⊙ (P − E_y) rounded once."""
+    side = ScoreOperands(query, candidates, targets, product_dtype)
+    n = side.q32.shape[0]
+    side.start(n)
+    loss = side.q32.new_zeros(())
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        rows = torch.arange(stop - start, device=side.q32.device)
+        t, w = targets[start:stop], coef[start:stop]
+        log_p = torch.log_softmax(side.scores(start, stop), dim=1, dtype=torch.float32)
+        loss -= (log_p[rows, t] * w).sum()
+        matrix = log_p.exp_().mul_(w[:, None])
+        matrix[rows, t] -= w
+        side.accumulate(start, stop, matrix)
+    side.finish(targets, None)
+    return side.grad_q, side.grad_c, loss
 
 
 def softmax_cross_entropy(
@@ -118,7 +144,8 @@ class _ChunkedDistillation(torch.autograd.Function):
     L_a = w_a·CE(a) + (1 − w_a)·KL(p_b ‖ p_a) and L_b likewise with a and b swapped, returned
     stacked (2,). Per chunk: both score products, both log-softmaxes (fp32), the losses and the
     logit gradients ∂L_a/∂z_a = (w_a c_i + (1−w_a)/B) p_a − (1−w_a)/B p_b − w_a c_i e_y
-    (the one-hot part exact, outside the products), then their products with the operands."""
+    (fp32 products: the one-hot part added outside; low precision: inside, see the module
+    docstring), then their products with the operands."""
 
     @staticmethod
     def forward(ctx, q_a, c_a, q_b, c_b, targets, coef, weights, train_b, chunk, product_dtype):
@@ -129,18 +156,18 @@ class _ChunkedDistillation(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, q_a, c_a, q_b, c_b, targets, coef, weights, train_b, chunk, product_dtype):
         low = product_dtype != torch.float32
-        sides = [_Side(q_a, c_a, product_dtype), _Side(q_b, c_b, product_dtype)]
+        sides = [ScoreOperands(q_a, c_a, targets, product_dtype), ScoreOperands(q_b, c_b, targets, product_dtype)]
         n = q_a.shape[0]
         trained = (True, bool(train_b))
         losses = q_a.new_zeros(2, dtype=torch.float32)
         for side, on in zip(sides, trained):
             if on:
-                side.start(n, low)
+                side.start(n)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             rows = torch.arange(stop - start, device=q_a.device)
             t, w = targets[start:stop], coef[start:stop]
-            log_p = [torch.log_softmax(s.q_lp[start:stop] @ s.c_lp.T, dim=1, dtype=torch.float32) for s in sides]
+            log_p = [torch.log_softmax(s.scores(start, stop), dim=1, dtype=torch.float32) for s in sides]
             p = [lp.exp() for lp in log_p]
             for k, (side, on) in enumerate(zip(sides, trained)):
                 if not on:
@@ -151,10 +178,12 @@ class _ChunkedDistillation(torch.autograd.Function):
                 losses[k] += weight * -(log_p[own][rows, t] * w).sum() + (1 - weight) * kl
                 # matrix part of ∂L/∂z: a_i p_own − b p_other, a_i = w c_i + (1 − w)/B, b = (1 − w)/B
                 matrix = (p[own] * (weight * w + (1 - weight) / n)[:, None]).sub_(p[other], alpha=(1 - weight) / n)
-                side.accumulate(start, stop, matrix, low)
+                if low:
+                    matrix[rows, t] -= weight * w
+                side.accumulate(start, stop, matrix)
         for side, on, weight in zip(sides, trained, weights):
             if on:
-                side.finish(targets, weight * coef, low)
+                side.finish(targets, weight * coef)
         ctx.save_for_backward(*[g for side, on in zip(sides, trained) if on for g in side.grads(q_a.dtype)])
         ctx.train_b = trained[1]
         return losses
@@ -169,38 +198,71 @@ class _ChunkedDistillation(torch.autograd.Function):
         return grad_qa, grad_ca, grad_qb, grad_cb, None, None, None, None, None, None
 
 
-class _Side:
-    """One model's operands and gradient accumulators in :class:`_ChunkedDistillation`."""
+class ScoreOperands:
+    """One model's operands and gradient accumulators in a chunked 1-vs-all pass: the rows'
+    scores chunk by chunk (:meth:`scores`), then ∂/∂Q and ∂/∂C of Σ matrix ⊙ scores from the
+    rows' logit gradients (:meth:`accumulate`, :meth:`finish`).
 
-    def __init__(self, query: torch.Tensor, candidates: torch.Tensor, product_dtype: torch.dtype):
+    fp32: the scores Q Cᵀ, ∂/∂C accumulated per chunk, the one-hot part added in :meth:`finish`.
+    Low precision: the operands are (Q, −m, 0) and (C, 1, 0) in ``product_dtype`` with m_i the
+    row's fp32 target score (the zero column keeps the width even, bf16's pair granularity), so
+    :meth:`scores` returns S − m; the caller's matrix holds the whole logit gradient, one-hot part
+    included, and ∂/∂C is one product after the last chunk."""
+
+    def __init__(self, query: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor,
+                 product_dtype: torch.dtype):
         self.q32, self.c32 = query.detach().float(), candidates.detach().float()
-        low = product_dtype != torch.float32
+        self.low = product_dtype != torch.float32
         self.dtype = product_dtype
-        self.q_lp = self.q32.to(product_dtype) if low else self.q32
-        self.c_lp = self.c32.to(product_dtype) if low else self.c32
+        self.width = self.q32.shape[1]
+        if self.low:
+            shift = (self.q32 * self.c32[targets]).sum(1)
+            self.q_lp = _padded(self.q32, -shift, product_dtype)
+            self.c_lp = _padded(self.c32, torch.ones_like(self.c32[:, 0]), product_dtype)
+            self.c_lp_t = self.c_lp.T.contiguous()
+        else:
+            self.q_lp, self.c_lp = self.q32, self.c32
 
-    def start(self, n: int, low: bool) -> None:
+    def scores(self, start: int, stop: int) -> torch.Tensor:
+        """(stop − start, N) scores of rows start:stop (shifted by m in low precision)."""
+        if self.low:
+            return self.q_lp[start:stop] @ self.c_lp_t
+        return self.q_lp[start:stop] @ self.c_lp.T
+
+    def start(self, n: int) -> None:
         self.grad_q = torch.empty_like(self.q32)
         self.grad_c = torch.zeros_like(self.c32)
-        self.matrix_lp = torch.empty(n, self.c32.shape[0], dtype=self.dtype, device=self.q32.device) if low else None
+        self.matrix_lp = torch.empty(n, self.c32.shape[0], dtype=self.dtype, device=self.q32.device) if self.low else None
 
-    def accumulate(self, start: int, stop: int, matrix: torch.Tensor, low: bool) -> None:
-        if low:
+    def accumulate(self, start: int, stop: int, matrix: torch.Tensor) -> None:
+        """Add the products of rows start:stop's logit gradient ``matrix`` (fp32, (rows, N))."""
+        if self.low:
             self.matrix_lp[start:stop] = matrix
-            self.grad_q[start:stop] = self.matrix_lp[start:stop] @ self.c_lp
+            self.grad_q[start:stop] = (self.matrix_lp[start:stop] @ self.c_lp)[:, :self.width]
         else:
             torch.mm(matrix, self.c32, out=self.grad_q[start:stop])
             self.grad_c.addmm_(matrix.T, self.q32[start:stop])
 
-    def finish(self, targets: torch.Tensor, onehot_coef: torch.Tensor, low: bool) -> None:
-        if low:
-            self.grad_c += self.matrix_lp.T @ self.q_lp
+    def finish(self, targets: torch.Tensor, onehot_coef: torch.Tensor | None) -> None:
+        """After the last chunk: ∂/∂C (low precision), or the one-hot part −coef_i e_y (fp32;
+        ``onehot_coef`` None: the matrix had none)."""
+        if self.low:
+            self.grad_c = (self.matrix_lp.T @ self.q_lp)[:, :self.width].float()
             self.matrix_lp = None
-        self.grad_q.sub_(onehot_coef[:, None] * self.c32[targets])
-        self.grad_c.index_add_(0, targets, -onehot_coef[:, None] * self.q32)
+        elif onehot_coef is not None:
+            self.grad_q.sub_(onehot_coef[:, None] * self.c32[targets])
+            self.grad_c.index_add_(0, targets, -onehot_coef[:, None] * self.q32)
 
     def grads(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return self.grad_q.to(dtype), self.grad_c.to(dtype)
+
+
+def _padded(table: torch.Tensor, column: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(rows, d + 2) ``dtype`` copy of ``table`` with ``column`` and a zero column appended."""
+    out = table.new_zeros(table.shape[0], table.shape[1] + 2, dtype=dtype)
+    out[:, :table.shape[1]] = table
+    out[:, table.shape[1]] = column
+    return out
 
 
 def mutual_distillation(
