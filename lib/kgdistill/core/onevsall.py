@@ -38,6 +38,8 @@ import math
 
 import torch
 
+from .chunk_kernels import fused_ce_chunk, fused_distillation_chunk
+
 #: bytes of fp32 scores a chunk aims at (measured best of 2-16 MiB on the project's EPYC, FB15k-237)
 CHUNK_BYTES = 8 << 20
 
@@ -90,19 +92,16 @@ def _fp32_softmax_ce(query, candidates, targets, coef, chunk):
 
 
 def _low_softmax_ce(query, candidates, targets, coef, chunk, product_dtype):
-    """The low-precision chunks (see the module docstring): shifted scores, c ⊙ (P − E_y) rounded once."""
+    """The low-precision chunks (see the module docstring): shifted scores, c ⊙ (P − E_y) rounded
+    once, each chunk's elementwise work fused (:func:`kgdistill.core.chunk_kernels.ce_chunk`)."""
     side = ScoreOperands(query, candidates, targets, product_dtype)
     n = side.q32.shape[0]
     side.start(n)
     loss = side.q32.new_zeros(())
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        rows = torch.arange(stop - start, device=side.q32.device)
-        t, w = targets[start:stop], coef[start:stop]
-        log_p = torch.log_softmax(side.scores(start, stop), dim=1, dtype=torch.float32)
-        loss -= (log_p[rows, t] * w).sum()
-        matrix = log_p.exp_().mul_(w[:, None])
-        matrix[rows, t] -= w
+        chunk_loss, matrix = fused_ce_chunk(side.scores(start, stop), targets[start:stop], coef[start:stop])
+        loss += chunk_loss
         side.accumulate(start, stop, matrix)
     side.finish(targets, None)
     return side.grad_q, side.grad_c, loss
@@ -144,8 +143,9 @@ class _ChunkedDistillation(torch.autograd.Function):
     L_a = w_a·CE(a) + (1 − w_a)·KL(p_b ‖ p_a) and L_b likewise with a and b swapped, returned
     stacked (2,). Per chunk: both score products, both log-softmaxes (fp32), the losses and the
     logit gradients ∂L_a/∂z_a = (w_a c_i + (1−w_a)/B) p_a − (1−w_a)/B p_b − w_a c_i e_y
-    (fp32 products: the one-hot part added outside; low precision: inside, see the module
-    docstring), then their products with the operands."""
+    (fp32 products: the one-hot part added outside; low precision: inside, and the chunk's
+    elementwise work in one fused kernel, :mod:`kgdistill.core.chunk_kernels`), then their
+    products with the operands."""
 
     @staticmethod
     def forward(ctx, q_a, c_a, q_b, c_b, targets, coef, weights, train_b, chunk, product_dtype):
@@ -163,7 +163,17 @@ class _ChunkedDistillation(torch.autograd.Function):
         for side, on in zip(sides, trained):
             if on:
                 side.start(n)
-        for start in range(0, n, chunk):
+        for start in range(0, n if low else 0, chunk):  # low precision: one fused kernel per chunk
+            stop = min(n, start + chunk)
+            loss_a, loss_b, matrix_a, matrix_b = fused_distillation_chunk(
+                sides[0].scores(start, stop), sides[1].scores(start, stop), targets[start:stop], coef[start:stop],
+                float(weights[0]), float(weights[1]), n, trained[1])
+            losses[0] += loss_a
+            losses[1] += loss_b
+            sides[0].accumulate(start, stop, matrix_a)
+            if trained[1]:
+                sides[1].accumulate(start, stop, matrix_b)
+        for start in range(0, 0 if low else n, chunk):
             stop = min(n, start + chunk)
             rows = torch.arange(stop - start, device=q_a.device)
             t, w = targets[start:stop], coef[start:stop]
@@ -178,8 +188,6 @@ class _ChunkedDistillation(torch.autograd.Function):
                 losses[k] += weight * -(log_p[own][rows, t] * w).sum() + (1 - weight) * kl
                 # matrix part of ∂L/∂z: a_i p_own − b p_other, a_i = w c_i + (1 − w)/B, b = (1 − w)/B
                 matrix = (p[own] * (weight * w + (1 - weight) / n)[:, None]).sub_(p[other], alpha=(1 - weight) / n)
-                if low:
-                    matrix[rows, t] -= weight * w
                 side.accumulate(start, stop, matrix)
         for side, on, weight in zip(sides, trained, weights):
             if on:
@@ -232,7 +240,9 @@ class ScoreOperands:
     def start(self, n: int) -> None:
         self.grad_q = torch.empty_like(self.q32)
         self.grad_c = torch.zeros_like(self.c32)
-        self.matrix_lp = torch.empty(n, self.c32.shape[0], dtype=self.dtype, device=self.q32.device) if self.low else None
+        self.matrix_lp = None
+        if self.low:
+            self.matrix_lp = torch.empty(n, self.c32.shape[0], dtype=self.dtype, device=self.q32.device)
 
     def accumulate(self, start: int, stop: int, matrix: torch.Tensor) -> None:
         """Add the products of rows start:stop's logit gradient ``matrix`` (fp32, (rows, N))."""

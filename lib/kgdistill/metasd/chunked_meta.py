@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch.func import jvp
 
+from ..core.chunk_kernels import fused_teacher_logit_chunk
 from ..core.onevsall import ScoreOperands, chunk_rows_for, mutual_distillation, softmax_cross_entropy
 from .objective import _rp_and_penalty, product_dtype
 
@@ -100,12 +101,13 @@ def _teacher_logit_products(learner, batch: torch.Tensor, theta_s: dict, v: dict
                             product) if product != torch.float32 else None
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
+        if tangent is not None:  # one fused kernel: G = scale · p ⊙ (u − ⟨p, u⟩), rounded once
+            teacher.accumulate(start, stop, fused_teacher_logit_chunk(teacher.scores(start, stop),
+                                                                      tangent.scores(start, stop), scale))
+            continue
         p_t = torch.softmax(teacher.scores(start, stop), dim=1, dtype=torch.float32)
-        if tangent is not None:
-            u = tangent.scores(start, stop).float()
-        else:
-            u = d_query[start:stop] @ candidates.T
-            u.addmm_(query[start:stop], d_candidates.T)
+        u = d_query[start:stop] @ candidates.T
+        u.addmm_(query[start:stop], d_candidates.T)
         u.sub_((p_t * u).sum(1, keepdim=True)).mul_(p_t).mul_(scale)  # G = scale · p ⊙ (u − ⟨p, u⟩)
         teacher.accumulate(start, stop, u)
     teacher.finish(targets, None)
