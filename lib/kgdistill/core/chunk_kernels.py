@@ -7,12 +7,13 @@ took as long as the products (measured with ``benchmarks/train_speed.py`` and th
 log-softmax, exp, the KL's temporaries, the fp32 -> bf16 copy). Here each chunk's elementwise
 work is one function, compiled by ``torch.compile`` (Inductor's C++ backend: a few loops over
 the rows with the reductions fused in) on CPU tensors; elsewhere, or where compiling fails (no
-C++ compiler), or with ``KGDISTILL_COMPILE=0``, the same function runs eagerly. Both compute the
-same quantities in fp32; they differ only in fp32 rounding order (tested within 1e-6), so a run
-keeps one of them throughout (the choice is made once per process).
+C++ compiler), or with ``KGDISTILL_COMPILE=0``, an eager twin with in-place steps runs instead.
+Both compute the same quantities in fp32; they differ only in fp32 rounding order (tested within
+1e-6), so a run keeps one of them throughout (the choice is made once per process).
 
 Each function takes the chunk's bf16 scores (shifted by a per-row constant: see onevsall) and
-returns the fp32 loss terms and the bf16 logit-gradient matrix for the next products.
+returns the fp32 loss terms and the logit-gradient matrix for the next products (bf16 from the
+compiled formula, fp32 from the eager twin: the caller's bf16 buffer rounds it).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import os
 import warnings
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 #: environment switch: "0" runs the kernels eagerly (e.g. to compare, or where compiling is slow)
 COMPILE_ENV = "KGDISTILL_COMPILE"
@@ -75,26 +77,64 @@ def teacher_logit_chunk(scores_t: torch.Tensor, tangent: torch.Tensor, scale: fl
     return (p * (u - (p * u).sum(1, keepdim=True)) * scale).to(scores_t.dtype)
 
 
-class _Kernel:
-    """``fn`` compiled on first use on a CPU tensor (eager elsewhere, or after a failed compile)."""
+def _ce_chunk_eager(scores, targets, coef):
+    """:func:`ce_chunk` in place, for eager execution (fp32 matrix: the caller rounds it)."""
+    rows = torch.arange(len(targets), device=targets.device)
+    log_p = torch.log_softmax(scores, 1, dtype=torch.float32)
+    loss = -(log_p[rows, targets] * coef).sum()
+    matrix = log_p.exp_().mul_(coef[:, None])
+    matrix[rows, targets] -= coef
+    return loss, matrix
 
-    def __init__(self, fn):
-        self.fn = fn
+
+def _distillation_chunk_eager(scores_a, scores_b, targets, coef, weight_a, weight_b, batch, train_b):
+    """:func:`distillation_chunk` with in-place steps, for eager execution (fp32 matrices)."""
+    rows = torch.arange(len(targets), device=targets.device)
+    log_p = [torch.log_softmax(s, 1, dtype=torch.float32) for s in (scores_a, scores_b)]
+    p = [lp.exp() for lp in log_p]
+    out = []
+    for own, weight in ((0, weight_a), (1, weight_b))[: 1 + bool(train_b)]:
+        other = 1 - own
+        kl = (p[other] * (log_p[other] - log_p[own])).sum() / batch
+        loss = weight * -(log_p[own][rows, targets] * coef).sum() + (1 - weight) * kl
+        matrix = (p[own] * (weight * coef + (1 - weight) / batch)[:, None]).sub_(p[other], alpha=(1 - weight) / batch)
+        matrix[rows, targets] -= weight * coef
+        out.append((loss, matrix))
+    if not train_b:
+        out.append((torch.zeros((), device=scores_a.device), None))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
+
+
+def _teacher_logit_chunk_eager(scores_t, tangent, scale):
+    """:func:`teacher_logit_chunk` in place, for eager execution (fp32 G)."""
+    p = torch.softmax(scores_t, 1, dtype=torch.float32)
+    u = tangent.float()
+    return u.sub_((p * u).sum(1, keepdim=True)).mul_(p).mul_(scale)
+
+
+class _Kernel:
+    """``formula`` compiled on first use on CPU tensors; ``eager`` (the same quantities with
+    in-place steps, the fast form without a compiler) on other devices, with compiling switched
+    off, after a failed compile, and while a Python dispatch mode is active (e.g. the kernel
+    counter of ``kgdistill.study.costs``), which Dynamo does not trace."""
+
+    def __init__(self, formula, eager):
+        self.formula, self.eager = formula, eager
         self.compiled = None
 
     def __call__(self, *args):
-        if args[0].device.type != "cpu" or not compiling():
-            return self.fn(*args)
+        if args[0].device.type != "cpu" or not compiling() or _get_current_dispatch_mode() is not None:
+            return self.eager(*args)
         if self.compiled is None:
-            self.compiled = torch.compile(self.fn, dynamic=True)
+            self.compiled = torch.compile(self.formula, dynamic=True)
         try:
             return self.compiled(*args)
         except Exception as error:  # no C++ compiler, or an Inductor limitation: fall back for the process
-            warnings.warn(f"kgdistill: torch.compile of {self.fn.__name__} failed ({type(error).__name__}: "
+            warnings.warn(f"kgdistill: torch.compile of {self.formula.__name__} failed ({type(error).__name__}: "
                           f"{str(error)[:200]}); running it eagerly for the rest of this process "
                           f"(set {COMPILE_ENV}=0 to skip compiling)", RuntimeWarning, stacklevel=2)
             _STATE["failed"] = True
-            return self.fn(*args)
+            return self.eager(*args)
 
 
 _STATE = {"failed": False}
@@ -105,6 +145,6 @@ def compiling() -> bool:
     return os.environ.get(COMPILE_ENV, "1") != "0" and not _STATE["failed"]
 
 
-fused_ce_chunk = _Kernel(ce_chunk)
-fused_distillation_chunk = _Kernel(distillation_chunk)
-fused_teacher_logit_chunk = _Kernel(teacher_logit_chunk)
+fused_ce_chunk = _Kernel(ce_chunk, _ce_chunk_eager)
+fused_distillation_chunk = _Kernel(distillation_chunk, _distillation_chunk_eager)
+fused_teacher_logit_chunk = _Kernel(teacher_logit_chunk, _teacher_logit_chunk_eager)
