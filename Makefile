@@ -1,5 +1,5 @@
 # The study's two commands on a fresh machine:
-#   make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1]   run every notebook with a profile
+#   make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1] [RETIME=1]   run every notebook with a profile
 #   make test                                                unit tests + nbval on the notebooks
 # Both create .venv (python3 -m venv; pip install -e .[dev]) when it is absent.
 
@@ -11,21 +11,22 @@ PYTHON := $(VENV)/bin/python
 # kgdistill.core.environment.default_data_dir owns that default (scripts/reproduce.py and
 # notebooks/conftest.py pass it to the notebook kernels as an absolute path).
 
-.PHONY: reproduce runs test lint unit nbval notebooks clean-smoke help
+.PHONY: reproduce runs test lint unit nbval notebooks clean-smoke help report
 
 help:
-	@echo "make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1]  - run the notebooks with a profile -> results/<profile>/"
+	@echo "make reproduce [PROFILE=cpu|smoke|paper] [RETRAIN=1] [RETIME=1] - run the notebooks -> results/<profile>/"
 	@echo "make runs [PROFILE=cpu|paper]                         - train the profile's missing runs only (no notebooks)"
 	@echo "make test                                             - ruff, unit tests and nbval on notebooks/"
 	@echo "make notebooks                                        - re-execute notebooks/ in place with the smoke profile (commit them)"
 	@echo "make clean-smoke                                      - delete the smoke run records (after a library change)"
+	@echo "make report [PROFILE=cpu|smoke]                       - the static HTML site of the executed notebooks -> build/site/<profile>/"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -e .[dev]
 
 reproduce: $(PYTHON)
-	$(PYTHON) scripts/reproduce.py --profile $(PROFILE) $(if $(RETRAIN),--retrain,)
+	$(PYTHON) scripts/reproduce.py --profile $(PROFILE) $(if $(RETRAIN),--retrain,) $(if $(RETIME),--retime,)
 
 # Train the records of a profile without the notebooks (resumable; see scripts/train_runs.py).
 runs: $(PYTHON)
@@ -55,3 +56,9 @@ notebooks: $(PYTHON)
 # Forget the smoke records (never committed), e.g. after a library change.
 clean-smoke:
 	rm -rf results/smoke/runs
+
+# The study as a static HTML site (findings page, one page per executed notebook, tables, figures)
+# from results/<profile>/ as it is: nothing is executed (scripts/build_report.py; Sphinx + myst-nb).
+# Open build/site/<profile>/index.html, or: python3 -m http.server -d build/site/<profile>
+report: $(PYTHON)
+	$(PYTHON) scripts/build_report.py --profile $(PROFILE)

@@ -414,7 +414,7 @@ def test_notebook_06_tables_put_the_rows_beside_the_paper_by_dimension():
     assert table.loc[("TransE", 16, "Tea."), "MRR paper"] == table3["64/Tea."]["TransE"]["MRR"]
     assert table.loc[("TransE", 2, "DS"), "H@1 paper"] == table3["8/DS"]["TransE"]["H@1"]
     ablation = D.ablation_table()
-    assert list(ablation.columns) == ["paper dim", "MRR", "MRR paper", "H@10", "H@10 paper"]
+    assert list(ablation.columns) == ["paper dim", "MRR", "MRR paper", "MRR Δ", "H@10", "H@10 paper", "H@10 Δ"]
     assert ablation["MRR paper"].iloc[0] == published("distile", "table6", "rows")["16/-S1"]["RotatE"]["MRR"]
     timing = D.timing_table()
     table5 = published("distile", "table5", "rows")
@@ -485,6 +485,7 @@ def test_train_missing_false_reads_records_and_marks_the_rest_not_trained(nation
     assert str(len(planned) - 1) in study.missing_runs() and study.records == {teacher.run_name(): trained}
     grid = study.teacher_dimension_grid()
     assert grid.isna().all().all()
+    assert grid.attrs == {"model": "TransE", "dataset": "WN18RR", "trained_on": "Nations"}  # Figure 2's title
     table = study.link_prediction_table("WN18RR")
     assert (table["converged"] == NOT_TRAINED).sum() == 2
 

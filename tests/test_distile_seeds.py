@@ -102,7 +102,7 @@ def test_a_missing_seed_is_left_out_of_the_pairing_and_named():
 def test_compare_keeps_one_seed_tables_as_they_were():
     rows = [_row("TransE", 8, "Tea.", 0.5), _row("TransE", 4, "no-DS", 0.2), _row("TransE", 4, "DS", math.nan)]
     table = compare(rows, {}, metrics=("MRR",), student_dims=[4], teacher_dim=8)
-    assert list(table.columns) == ["paper dim", "converged", "MRR", "MRR paper"]
+    assert list(table.columns) == ["paper dim", "converged", "MRR", "MRR paper", "MRR Δ"]  # Δ as in the MetaSD tables
     assert table["converged"].tolist() == ["yes", "yes", NOT_TRAINED]
 
 

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 from kgdistill import figures, study  # noqa: E402
 from kgdistill.study.distile.claims import ds_verdict  # noqa: E402
-from kgdistill.study.distile.curves import curves_figure  # noqa: E402
+from kgdistill.study.distile.curves import SWITCH_LABEL, curves_figure  # noqa: E402
 from kgdistill.study.distile.figures import dimension_grid_figure  # noqa: E402
 from kgdistill.study.outputs import save_figure, stamp  # noqa: E402
 
@@ -207,11 +207,26 @@ def test_the_dimension_grid_is_a_heatmap_with_its_values_and_untrained_cells_nam
         dimension_grid_figure(grid.iloc[:0])
 
 
+def test_the_dimension_grid_names_its_model_and_dataset():
+    """Figure 2 says what it shows: the grid's attrs (``teacher_dimension_grid``) make the title,
+    kept through ``dropna`` as notebook 06 calls it; a stand-in benchmark is named."""
+    grid = pd.DataFrame([[0.136, 0.076], [nan, nan]], index=["64", "128"], columns=[32, 8])
+    grid.attrs.update(model="TransE", dataset="WN18RR", trained_on="WN18RR")
+    title = dimension_grid_figure(grid.dropna(how="all")).axes[0].get_title()
+    assert title == "Figure 2: student test MRR\nTransE on WN18RR"
+    grid.attrs["trained_on"] = "UMLS"
+    assert dimension_grid_figure(grid).axes[0].get_title().endswith("TransE on WN18RR (trained on UMLS)")
+    assert dimension_grid_figure(grid, title="mine").axes[0].get_title() == "mine"
+
+
 def test_curves_figure_heads_the_figure_only_when_asked():
     frame = pd.DataFrame({"no-DS": [0.1, 0.2, nan], "DS": [0.1, 0.25, 0.3]}, index=pd.Index([1, 2, 3], name="epoch"))
     panels = {"TransE": (frame, 1), "RotatE": (frame, None)}
     fig = curves_figure(panels, suptitle="Table 3 (UMLS): 2-dim students")
-    assert fig._suptitle.get_text() == "Table 3 (UMLS): 2-dim students" and fig._suptitle.get_position()[1] == 1.02
+    assert fig._suptitle.get_text() == "Table 3 (UMLS): 2-dim students" and fig._suptitle.get_position()[1] > 1.02
+    # one legend above the panels, the dashed stage switch in it (issue 26)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["no-DS", "DS", SWITCH_LABEL]
+    assert all(ax.get_legend() is None for ax in fig.axes)
     assert [ax.get_title() for ax in fig.axes] == ["TransE", "RotatE"]
     first = fig.axes[0]
     assert [len(line.get_xdata()) for line in first.get_lines()] == [2, 3, 2]  # no-DS stops at 2; the switch line

@@ -45,7 +45,8 @@ def test_the_latex_source_is_ascii_with_booktabs_math_symbols_and_a_one_line_cap
     tex = saved.read_text()
     assert tex.isascii(), [c for c in tex if not c.isascii()]
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert "MRR $\\pm$" in tex and "MRR $\\Delta$" in tex and "$-$0.0626" in tex
+    # Table 1's reading view: the spread in the metric's cell, 3 decimals (kgdistill.study.views)
+    assert "0.270 $\\pm$ 0.001" in tex and "MRR $\\Delta$" in tex and "$-$0.063" in tex
     caption = re.search(r"\\caption\{(.*)\}\n", tex).group(1)
     assert caption == "Table 1 (MetaSD): link prediction, measured vs published, FB15k-237"
     assert "\n\n" not in tex  # no paragraph break anywhere (a blank line in \caption{} does not compile)

@@ -34,9 +34,21 @@ CONFIGS = {
 
 
 def _comparable(record: dict) -> dict:
+    """The record's history and results as a flat {path: value}, the timings left out."""
     keep = ("selected_epoch", "test", "student_eval")
     history = [{k: v for k, v in e.items() if k not in ("seconds", "valid_seconds")} for e in record["history"]]
-    return {"history": history, **{k: record.get(k) for k in keep}}
+    return dict(_flat({"history": history, **{k: record.get(k) for k in keep}}))
+
+
+def _flat(value, path=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flat(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _flat(item, f"{path}/{i}")
+    else:
+        yield path, value
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -52,7 +64,17 @@ def test_a_checkpoint_of_the_flat_layout_resumes_to_the_same_result(name, tmp_pa
     shutil.copy(old, folder / "checkpoint.pt")
     resumed = run(config, runs_dir=tmp_path / "resumed", device="cpu", dataset=kinship)
     assert [e["epoch"] for e in resumed["history"]][:2] == [1, 2]
-    assert _comparable(resumed) == _comparable(reference)
+    # the fixtures' first epochs ran on the CPU that wrote them (an AMD EPYC): on another CPU (e.g.
+    # an Intel Xeon with AMX) the kernels round the last float32 bits differently and a few epochs
+    # later ranks move (measured: losses 1e-7 apart, a teacher's valid MRR 2e-6, its MR 1.3e-4). A resume that
+    # lost state (optimizer, masks, epoch, RNG) moves them by 1e-3 or more.
+    got, want = _comparable(resumed), _comparable(reference)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, float):
+            assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
+        else:
+            assert got[key] == value, key
 
 
 def test_a_class_pickled_under_its_old_module_path_loads(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from kgdistill.study.parameters import (
 from kgdistill.study.profile import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_PARAMETERS = ["profile", "show_progress", "results_dir", "runs_dir", "data_dir", "retrain_since"]
+NOTEBOOK_PARAMETERS = ["profile", "show_progress", "results_dir", "runs_dir", "data_dir", "retrain_since", "retime"]
 
 
 @pytest.fixture
@@ -89,7 +89,8 @@ def test_train_runs_resolves_a_relative_runs_dir_against_the_root(in_notebooks, 
 def test_reproduce_resolves_relative_folders_against_the_root(in_notebooks, monkeypatch, capsys):
     runner = load_script("reproduce")
     calls = []
-    monkeypatch.setattr(runner, "execute", lambda nb, target, parameters, failed: calls.append((target, parameters)))
+    monkeypatch.setattr(runner, "execute",
+                        lambda nb, target, parameters, failed, **_: calls.append((target, parameters)))
     argv = ["--profile", "smoke", "--only", "00", "--results-dir", "scratch/repro", "--runs-dir", "results/cpu/runs",
             "-p", "data_dir", "data/archives"]
     assert runner.main(argv) == 0, capsys.readouterr().err

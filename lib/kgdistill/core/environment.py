@@ -10,7 +10,9 @@
 * :func:`profile_env` / :func:`apply_profile_env`: a profile's ``env`` mapping (CPU-kernel pins
   that must be in the environment before torch is imported);
 * :func:`show_library_log`: the library's progress messages (e.g. "resuming from epoch 5") on
-  this process's standard output (``scripts/train_runs.py``, notebooks with progress bars).
+  this process's standard output (``scripts/train_runs.py``, notebooks with progress bars);
+* :func:`forward_library_log`: the same messages appended to the file that
+  ``$KGDISTILL_PROGRESS_FILE`` names (scripts/reproduce.py echoes it on its console).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from pathlib import Path
 
 DATA_DIR_ENV = "KGC_DATA_DIR"
 ROOT_ENV = "KGDISTILL_ROOT"
+#: a file the library's INFO messages are appended to (:func:`forward_library_log`)
+PROGRESS_ENV = "KGDISTILL_PROGRESS_FILE"
 
 
 def repo_root() -> Path:
@@ -169,4 +173,26 @@ def show_library_log(prefix: str = "  ") -> None:
         handler = _CurrentStdout()
         handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
         log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+class _ProgressFile(logging.FileHandler):
+    """The handler of :func:`forward_library_log` (appends, flushed after every message)."""
+
+
+def forward_library_log() -> None:
+    """Append the library's INFO messages (one line per training epoch, "resuming from epoch 5") to
+    the file ``$KGDISTILL_PROGRESS_FILE`` names, once per process; nothing when it is unset.
+
+    scripts/reproduce.py sets it and prints the file's new lines on its console as they come: a
+    notebook kernel's own output reaches the runner only in the executed copy, so a run training
+    for an hour would otherwise be silent. The messages do not enter the notebook's outputs.
+    """
+    path = os.environ.get(PROGRESS_ENV)
+    log = logging.getLogger("kgdistill")
+    if not path or any(isinstance(h, _ProgressFile) for h in log.handlers):
+        return
+    handler = _ProgressFile(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
     log.setLevel(logging.INFO)

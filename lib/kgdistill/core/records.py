@@ -122,8 +122,21 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+#: the commit a whole run of the study states (set by scripts/reproduce.py, read by :func:`git_commit`)
+COMMIT_ENV = "KGDISTILL_GIT_COMMIT"
+
+
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """Current commit of the repository holding this package (with ``-dirty`` if modified), or 'unknown'."""
+    """Current commit of the repository holding this package (with ``-dirty`` if modified), or 'unknown'.
+
+    ``$KGDISTILL_GIT_COMMIT``, when set, is the answer instead: scripts/reproduce.py looks once, as
+    it starts, and exports what it saw to every notebook, so that the records a run trains state the
+    tree its code came from; the tables and notebooks that the run's own earlier notebooks write
+    (outputs, not code) would otherwise make every later record ``-dirty``.
+    """
+    fixed = os.environ.get(COMMIT_ENV)
+    if fixed and cwd is None:
+        return fixed
     cwd = cwd or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

@@ -26,7 +26,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ..core.environment import profile_env, repo_path, show_library_log
+from ..core.environment import forward_library_log, profile_env, repo_path, show_library_log
 from ..metasd.config import RunConfig
 from .distile.claims import ds_verdict
 from .distile.curves import curves_figure, curves_summary
@@ -125,7 +125,7 @@ class LongTail:
 
 # --- the notebooks' entry point ------------------------------------------------------------------------
 class Study:
-    """A profile plus the notebook parameters (where outputs and runs live, progress bars, data folder).
+    """A profile plus the notebook parameters (where outputs and runs live, progress bars, data folder, retime).
 
     ``Study("smoke")`` (a profile name or a path to a profile file) loads ``params/smoke.yaml``,
     applies its thread setting, and offers the steps every notebook repeats: a section's results,
@@ -140,7 +140,8 @@ class Study:
     (:func:`kgdistill.study.parameters.check_injected_parameters`). ``enforce_env=False`` trains
     even when the profile's ``env`` is not in force - for in-process tests only: the records then
     state the numeric environment they were made under (``provenance.numeric_env``), and their
-    numbers may differ from records made under the profile's pins.
+    numbers may differ from records made under the profile's pins. ``retime``: time again what
+    is timed (:mod:`kgdistill.study.measured`: otherwise the saved timings are read back).
     """
 
     def __init__(
@@ -152,6 +153,7 @@ class Study:
         retrain_since: float | None = None,
         results_dir: str | os.PathLike | None = None,
         enforce_env: bool = True,
+        retime: bool = False,
     ):
         check_injected_parameters()  # papermill -p result_dir X (a typo) stops here, before anything runs
         if runs_dir and not results_dir:
@@ -172,9 +174,12 @@ class Study:
         self.enforce_env = bool(enforce_env)
         if show_progress:  # with the bars, the library's messages (e.g. "resuming from epoch 5")
             show_library_log()
+        forward_library_log()  # to scripts/reproduce.py's console, when it runs this notebook
         self.data_dir = repo_path(data_dir)
         self.show_progress = bool(show_progress)
         self.retrain_since = retrain_since
+        #: measure timings again (DistilE Table 5, the footprint) instead of reading back the saved ones
+        self.retime = bool(retime)
         self.device = self.profile.get("device", "auto")
         self._datasets: dict = {}
         setup(self.profile)
@@ -337,7 +342,22 @@ class Study:
         return OfficialResults(block, specs, records, titles, papers, self.name)
 
     # --- provenance and files --------------------------------------------------------------------------
+    def derived_file(self, name: str) -> Path:
+        """``<root>/derived/<name>``: a file computed once and read back by later runs (a saved
+        timing, :mod:`kgdistill.study.measured`), beside ``tables/`` and ``figures/``."""
+        return self.root / "derived" / name
+
     def stamp(self, records) -> str:
+        """The provenance line of an output, from its run records (:func:`.outputs.stamp`). An output
+        made from no record (notebook 00's statistics, long-tail split and frequency plot, computed
+        from the archives) names the profile and torch only: this process's commit and the clock's
+        date would change on every run and every commit while the output does not (``git log``
+        dates the committed file)."""
+        listed = list(records.values()) if isinstance(records, Mapping) else list(records or [])
+        if not any(r and "provenance" in r for r in listed):
+            import torch
+
+            return f"profile {self.name} | torch {torch.__version__} | no run records"
         return stamp(records, self.profile)
 
     def save_table(self, frame: pd.DataFrame, name: str, records=None, caption: str = "", note: str = "",

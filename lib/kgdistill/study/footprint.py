@@ -8,11 +8,19 @@ format itself is :mod:`kgdistill.compression.sparse`.
 
 The runs folder is only read here (it may be a read-only shared one): the sparse export, a
 derived file, goes under the study's results folder, ``<results_dir>/derived/<run name>/sparse/``
-(:meth:`Footprint.export_dir`).
+(:meth:`Footprint.export_dir`), and the measurement beside it, ``footprint.json``
+(:mod:`kgdistill.study.measured`). Measuring needs the run's ``best.pt``, which is not committed:
+:meth:`Footprint.measure` reads the saved measurement back unless asked to measure again
+(``retime``), and without weights or a fitting measurement it skips the footprint in one line
+(:attr:`Footprint.origin`) instead of training for most of an hour, unless told to train
+(``--retrain``; ``scripts/derive_footprint.py`` trains only the footprint run's weights). When
+the saved sparse export is there, reading back re-checks it: its test MRR, computed from the
+file, is compared with the saved one.
 """
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import warnings
@@ -21,10 +29,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.records import read_json
+from ..core.records import BEST, machine_description, read_json
+from ..core.records import pick_device as torch_device
 from ..metasd.config import RunConfig
 from ..protocol.configbase import ConfigBase
+from .measured import read_measurement, save_measurement
+from .measured import shown_path as _shown
 from .tables import convergence_mark, format_table
+
+log = logging.getLogger("kgdistill")
 
 
 def ensure_weights(spec, runs_dir: str | os.PathLike, data_dir=None, device: str | None = "auto",
@@ -113,13 +126,15 @@ def footprint(record: dict, run_dir: str | os.PathLike, dataset, export_dir: str
 @dataclass
 class Footprint:
     """Notebook 05's footprint section: the run of the profile's ``footprint`` section (``spec``,
-    its ``record``, trained or reused), then :meth:`measure` (weights recreated when missing,
-    :func:`footprint` on the paper dataset's benchmark) and :meth:`summary`, the deterministic part."""
+    its ``record``, trained or reused), then :meth:`measure` (read back, or measured on the paper
+    dataset's benchmark from the run's weights) and :meth:`summary`, the deterministic part."""
 
     study: object  # the kgdistill.study.Study it belongs to
     spec: object
     record: dict
     frame: pd.DataFrame | None = None
+    #: one line: where :attr:`frame` came from (measured, read back) or why there is none
+    origin: str | None = None
 
     @classmethod
     def of(cls, study) -> "Footprint":
@@ -137,27 +152,102 @@ class Footprint:
         file belongs with the tables and figures, never in the runs folder, which may be read-only)."""
         return Path(self.study.root) / "derived" / self.spec.run_name / "sparse"
 
+    @property
+    def measurement_file(self) -> Path:
+        """The saved measurement: ``<results_dir>/derived/<run name>/footprint.json``."""
+        return self.export_dir.parent / "footprint.json"
+
+    def about(self) -> dict:
+        """What a saved measurement must have been made for to be read back: this run, this record
+        (its provenance) and the section's query count and repeats."""
+        prov = self.record.get("provenance", {})
+        return {"run": self.spec.run_name, "record": {k: prov.get(k) for k in ("git_commit", "date")},
+                "queries": self.section["queries"], "repeats": self.section["repeats"]}
+
     def describe(self) -> str:
         """Which run, on what, and its student's non-zero parameter count (deterministic)."""
         nonzero = self.record["parameter_counts"]["student"]["nonzero"]
         return (f"{self.spec.row} on {self.study.title(self.section['dataset'])} - student non-zero parameters: "
                 f"{nonzero:,}")
 
-    def measure(self) -> pd.DataFrame:
-        """Recreate the weights when missing (the run is trained again: a new record, re-read
-        here), export the student and measure the three forms (:func:`footprint`)."""
+    def measure(self, retime: bool = True, train: bool | None = None) -> pd.DataFrame | None:
+        """The footprint (:func:`footprint`): read back from :attr:`measurement_file` unless
+        ``retime`` or nothing saved fits (:meth:`about`); else measured from the run's ``best.pt``
+        (export, sizes, MRR, timings) and saved. Without ``best.pt`` (not committed), the weights
+        are trained again only when ``train`` (default: the study retrains, ``--retrain``); else
+        None, and :attr:`origin` says so in one line."""
         S, fp = self.study, self.section
+        saved = self.measurement_file
+        found = None if retime else read_measurement(saved, self.about())
+        if found is not None:
+            log.info("footprint of %s read back from %s", self.spec.run_name, _shown(saved))
+            self.frame = found.frame
+            self.origin = self._origin(saved, found.machine, self._check_export())
+            return self.frame
+        from ..protocol.runner import run_dir_for
+
+        weights = run_dir_for(self.spec.config, S.runs_dir) / BEST
+        if not weights.exists() and not (S.retrain_since is not None if train is None else train):
+            self.frame = None
+            self.origin = (f"footprint skipped: run {self.spec.run_name} has no {BEST} (checkpoints are not committed) "
+                           f"and no measurement for its record is saved in {_shown(saved)}; "
+                           f"scripts/derive_footprint.py --profile {S.name} trains its weights again and measures it")
+            log.info("%s", self.origin)
+            return None
         weights = ensure_weights(self.spec, S.runs_dir, S.data_dir, S.device, required_env=S.required_env)
         self.record = read_record(weights.parent)
         dataset = S.dataset(S.trained_on(fp["dataset"]))
+        log.info("footprint of %s: measuring (export, test MRR, %d passes)", self.spec.run_name, fp["repeats"])
         self.frame = footprint(self.record, weights.parent, dataset, self.export_dir, queries=fp["queries"],
                                repeats=fp["repeats"])
+        machine = machine_description(torch_device("cpu"))
+        save_measurement(saved, self.frame, self.about(), machine=machine)
+        # the student's MRR was just computed from the export it wrote: the same clause as when read back
+        self.origin = self._origin(saved, machine, self._export_clause(self.frame["test MRR"].iloc[1], True))
         return self.frame
+
+    def _origin(self, saved: Path, machine: str, check: str) -> str:
+        """The line :attr:`origin` has for a footprint, the same whether measured now or read back
+        (an unchanged measurement leaves the executed notebook unchanged; the console says which)."""
+        return (f"footprint: {_shown(saved)} (measured on {machine}){check}; "
+                "retime=True (scripts/reproduce.py --retime) measures it again")
+
+    @staticmethod
+    def _export_clause(mrr: float, same: bool, saved: float | None = None) -> str:
+        verdict = "the same" if same else f"NOT the saved {saved:.6f}"
+        return f"; its sparse export scores test MRR {mrr:.6f}, {verdict}"
+
+    def _check_export(self) -> str:
+        """When the sparse export is saved beside a measurement read back: its test MRR, computed
+        from the file, against the measurement's (a clause for :attr:`origin`; empty without it)."""
+        artifact = self.export_dir / "student.pt"
+        if not artifact.is_file():
+            return ""
+        import torch
+
+        from ..compression import sparse
+        from ..core.evaluation import evaluate
+
+        config = RunConfig.from_dict(self.record["config"])
+        dataset = self.study.dataset(self.study.trained_on(self.section["dataset"]))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+            student = sparse.load_sparse(artifact)
+        with torch.no_grad():
+            mrr = evaluate(lambda x: student.score_tails(x, masked=True), dataset, "test", config.tie_policy,
+                           config.eval_batch_size, device="cpu")["MRR"]
+        saved = self.frame["test MRR"].iloc[1]
+        return self._export_clause(mrr, math.isclose(mrr, saved, rel_tol=0, abs_tol=1e-9), saved)
 
     def summary(self) -> str:
         """Sizes and the exported student's test MRR against the record's (no timings), with the
-        run's ``converged`` mark (and the budget footnote when it hit its epoch budget)."""
-        frame = self.frame if self.frame is not None else self.measure()
+        run's ``converged`` mark (and the budget footnote when it hit its epoch budget); the one
+        line of :attr:`origin` when there is no footprint."""
+        if self.frame is None and self.origin is None:
+            self.measure()
+        frame = self.frame
+        if frame is None:
+            return self.origin
         delta = frame["test MRR"].iloc[1] - self.record["test"]["student"]["all"]["MRR"]
         keeps = frame["parameters"].iloc[1] / frame["parameters"].iloc[0]
         return "\n".join([
@@ -165,3 +255,4 @@ class Footprint:
             f"exported student's test MRR minus the recorded student MRR: {delta:+.4f}",
             f"student keeps {keeps:.4f} of the source's parameters",
         ])
+

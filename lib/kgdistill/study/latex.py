@@ -32,8 +32,10 @@ SYMBOLS = {
     "γ": r"$\gamma$", "θ": r"$\theta$", "λ": r"$\lambda$", "μ": r"$\mu$", "α": r"$\alpha$", "β": r"$\beta$",
     "ε": r"$\varepsilon$", "τ": r"$\tau$", "‖": r"$\|$", "é": r"\'e", "ö": r"\"o", "ü": r"\"u",
 }
-#: a formatted number: ``0.3130``, ``-0.0626``, ``+0.0670``, ``1,891,584``, ``1.5e-3``, or ``-`` (missing)
-NUMBER = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?([eE][+-]?\d+)?|-")
+#: a formatted number: ``0.3130``, ``-0.0626``, ``+0.0670``, ``1,891,584``, ``1.5e-3``, a mean and its
+#: spread ``0.271 ± 0.004``, or ``-`` (missing)
+_PLAIN = r"[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?([eE][+-]?\d+)?"
+NUMBER = re.compile(rf"{_PLAIN}( ± {_PLAIN})?|-")
 
 
 def escape(text: object) -> str:
@@ -63,13 +65,13 @@ def text_cell(cell: object) -> str:
 
 
 def number_cell(cell: object) -> str:
-    """A formatted number in LaTeX: signs in math mode (``$-$0.0626``), missing as ``--``."""
+    """A formatted number in LaTeX: signs in math mode (``$-$0.0626``), ``±`` as ``$\\pm$``, missing as ``--``."""
     text = str(cell).strip()
     if text == "-":
         return "--"
     if text[:1] in "+-":
-        return f"${text[0]}${text[1:]}"
-    return text
+        text = f"${text[0]}${text[1:]}"
+    return text.replace("±", SYMBOLS["±"])
 
 
 def column_spec(frame: pd.DataFrame) -> str:
@@ -111,3 +113,19 @@ def latex_table(frame: pd.DataFrame, caption: str = "", label: str = "", notes: 
                      + "\\par}")
     lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def latex_note(caption: str = "", label: str = "", lines: Sequence[str] = ()) -> str:
+    """A ``table`` float without a tabular, for a table with no measured row: the caption as in
+    :func:`latex_table` (later paragraphs below), then ``lines`` (the one line saying so, notes)."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", caption or "") if p.strip()]
+    body = [" ".join(str(n).split()) for n in lines if str(n).strip()] + paragraphs[1:]
+    out = ["% needs \\usepackage{" + ",".join(PACKAGES) + "}", "\\begin{table}[htbp]", "\\centering"]
+    if paragraphs:
+        out.append("\\caption{" + escape(paragraphs[0]) + "}")
+    if label:
+        out.append("\\label{" + re.sub(r"[^A-Za-z0-9:._-]", "-", label) + "}")
+    if body:
+        out.append("{\\raggedright\\footnotesize " + " \\par ".join(escape(b) for b in body) + "\\par}")
+    out.append("\\end{table}")
+    return "\n".join(out) + "\n"

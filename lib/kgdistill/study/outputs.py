@@ -1,7 +1,8 @@
 """What the notebooks write: provenance stamps, tables and figures under one root (``results/<profile>/``).
 
 Owns :func:`stamp` (one line naming profile, device, torch version, git commit and dates of the
-records behind an output), :func:`save_table` (``tables/<name>.{csv,md,tex}``), :func:`save_tables`
+records behind an output), :func:`save_table` (``tables/<name>.{csv,md,tex}``: the CSV with every
+column, the Markdown and LaTeX in the table's reading view, :mod:`kgdistill.study.views`), :func:`save_tables`
 (several tables named after their keys, each one's files printed) and :func:`save_figure`
 (``figures/<name>.{png,pdf}``, the stamp drawn as a footer). Every file is
 written atomically and reproducibly (no timestamps in the PNG/PDF metadata).
@@ -16,9 +17,13 @@ from typing import Callable, Hashable, Iterable, Mapping
 import pandas as pd
 
 from ..core.records import atomic_write_bytes, pick_device, provenance
-from .latex import latex_table
+from .latex import latex_note, latex_table
 from .profile import results_dir
-from .tables import budget_note, formatted
+from .tables import budget_note
+from .views import View, reading_view
+
+#: the CSV's numbers: 10 significant digits, so counts up to 10 digits (sizes) stay exact
+CSV_FLOAT = "%.10g"
 
 
 def stamp(records: Iterable[dict] | dict | None, profile: dict | str) -> str:
@@ -97,25 +102,34 @@ def flat_labels(shown: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_table(frame: pd.DataFrame, name: str, profile: dict | str, caption: str = "", note: str = "",
-               root: str | os.PathLike | None = None) -> dict[str, Path]:
+               root: str | os.PathLike | None = None, view: View | None = None) -> dict[str, Path]:
     """Write ``<root>/tables/<name>.{csv,md,tex}`` atomically (root: :func:`output_root`); returns the paths.
 
-    ``caption`` heads the Markdown/LaTeX versions and should carry the :func:`stamp`; ``note``
-    is appended below the Markdown table, followed by the footnote on rows that did not converge
-    (:func:`kgdistill.study.tables.budget_note`: rows marked † hit their epoch budget), which also
-    follows the LaTeX table. The CSV keeps every column; the Markdown and LaTeX versions move a
-    ``source`` column into a footnote (:func:`source_note`) and print a multi-level row index as
-    one label per row (:func:`flat_labels`). The LaTeX version compiles with
-    booktabs and graphicx (:func:`kgdistill.study.latex.latex_table`).
+    The CSV keeps every column, numbers at :data:`CSV_FLOAT` (data for machines). The Markdown and LaTeX
+    versions are the table's reading view (``view``, default :func:`kgdistill.study.views.view_for`
+    of ``name``): its display columns at 3 decimals, counts as integers, ``±`` in the metric's cell,
+    a ``source`` column moved into a footnote (:func:`source_note`), a multi-level row index as one
+    label per row (:func:`flat_labels`); a table without a measured row is one line instead of rows
+    of dashes (:func:`kgdistill.study.views.empty_line`). ``caption`` heads them and should carry
+    the :func:`stamp`; below the table come the view's notes (e.g. two rows that agree, and why),
+    ``note``, and the footnote on rows that did not converge
+    (:func:`kgdistill.study.tables.budget_note`: rows marked † hit their epoch budget). The LaTeX
+    version compiles with booktabs and graphicx (:func:`kgdistill.study.latex.latex_table`).
     """
     folder = output_root(profile, root) / "tables"
     paths = {ext: folder / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
-    atomic_write_bytes(paths["csv"], frame.to_csv(float_format="%.6g").encode())
-    shown, quoted = source_note(formatted(frame))
+    atomic_write_bytes(paths["csv"], frame.to_csv(float_format=CSV_FLOAT).encode())
+    text_frame, view_notes = reading_view(frame, name, view)
+    if text_frame is None:  # no measured row: one line says so
+        parts = [*view_notes, *([note] if note else [])]
+        body = "\n\n".join(parts)
+        atomic_write_bytes(paths["md"], ((f"{caption}\n\n" if caption else "") + body + "\n").encode())
+        atomic_write_bytes(paths["tex"], latex_note(caption, f"tab:{name}", parts).encode())
+        return paths
+    shown, quoted = source_note(text_frame)
     shown = flat_labels(shown)
     md = shown.to_markdown(stralign="right", disable_numparse=True)
-    footnote = budget_note(frame)
-    parts = [part for part in (quoted, note, footnote) if part]
+    parts = [part for part in (quoted, *view_notes, note, budget_note(frame)) if part]
     notes = "\n\n".join(parts)
     text = (f"{caption}\n\n" if caption else "") + md + (f"\n\n{notes}" if notes else "") + "\n"
     atomic_write_bytes(paths["md"], text.encode())

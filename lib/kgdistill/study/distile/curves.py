@@ -11,6 +11,8 @@ import pandas as pd
 
 #: line style per student, the same in every panel
 STYLES = {"no-DS": {"color": "tab:blue", "marker": "o"}, "DS": {"color": "tab:red", "marker": "s"}}
+#: the legend entry of the dashed line between the two stages (stage 2: the teacher is trained too)
+SWITCH_LABEL = "stage 2 starts"
 
 
 def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: str = "valid MRR",
@@ -18,7 +20,8 @@ def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: st
     """One panel per ``{title: (frame, switch_epoch)}`` (a frame of :meth:`curves_frame`: epochs as
     rows, ``no-DS`` / ``DS`` columns): each student's evaluations as a line (its own epochs only,
     so runs that stopped at different epochs end where they stopped), the last stage-1 epoch as a
-    dashed vertical line. Panels keep their own y range (backbones differ several-fold in MRR);
+    dashed vertical line (:data:`SWITCH_LABEL`); one legend for all panels, above them.
+    Panels keep their own y range (backbones differ several-fold in MRR);
     ``suptitle``, when given, heads the whole figure above the panels' own titles.
     Raises ValueError for no panels: a figure without data is not drawn."""
     import matplotlib.pyplot as plt
@@ -32,14 +35,19 @@ def curves_figure(panels: dict[str, tuple[pd.DataFrame, int | None]], ylabel: st
             if not line.empty:
                 _ = ax.plot(line.index, line.values, markersize=2.5, linewidth=1.2, label=name, **style)
         if switch is not None:
-            _ = ax.axvline(switch + 0.5, color="k", linestyle="--", linewidth=0.8)
+            _ = ax.axvline(switch + 0.5, color="k", linestyle="--", linewidth=0.8, label=SWITCH_LABEL)
         _ = ax.set(title=title, xlabel="epoch")
         ax.grid(alpha=0.3)
     _ = axes[0][0].set_ylabel(ylabel)
-    _ = axes[0][0].legend(fontsize=8)
+    entries = {}  # one legend entry per name over all panels (a panel may lack a student or the switch)
+    for ax in axes[0]:
+        entries.update({name: handle for handle, name in zip(*ax.get_legend_handles_labels()) if name not in entries})
     fig.tight_layout()
+    # above the panels, never over a curve; the suptitle above the legend
+    _ = fig.legend(entries.values(), entries.keys(), loc="lower center", bbox_to_anchor=(0.5, 0.99),
+                   ncol=len(entries), fontsize=8, frameon=False)
     if suptitle:
-        _ = fig.suptitle(suptitle, y=1.02, fontsize=10)
+        _ = fig.suptitle(suptitle, y=1.02 + 0.3 / fig.get_figheight(), fontsize=10)
     return fig
 
 

@@ -348,13 +348,17 @@ class DistilEStudy(Table5):
     def teacher_dimension_grid(self) -> pd.DataFrame:
         """Figure 2 (:meth:`teacher_dimensions`): student test MRR, teacher dims (rows) by student
         dims (columns, largest first). A teacher dim whose row holds a student that hit its epoch
-        budget is labelled with a dagger (``"64 †"``; :func:`kgdistill.study.tables.marked_label`)."""
+        budget is labelled with a dagger (``"64 †"``; :func:`kgdistill.study.tables.marked_label`).
+        ``attrs`` name what it shows (``model``, ``dataset``, ``trained_on``): the figure's title."""
         rows = pd.DataFrame(self.teacher_dimensions())
         grid = rows.pivot(index="teacher_dim", columns="student_dim", values="MRR")
         hit = rows.groupby("teacher_dim")["budget_hit"].any()
         grid.index = [marked_label(str(d), [{}] if hit[d] else [{"stop_reason": "plateau"}]) for d in grid.index]
         grid.index.name = "teacher_dim"
-        return grid[sorted(grid.columns, reverse=True)]
+        grid = grid[sorted(grid.columns, reverse=True)]
+        spec = self.section["figure2"]
+        grid.attrs.update(model=spec["model"], dataset=spec["dataset"], trained_on=self.trained_on(spec["dataset"]))
+        return grid
 
     def curves_frame(self, paper_dataset: str | None = None, model: str | None = None,
                      dim: int | None = None) -> tuple[pd.DataFrame, int | None]:

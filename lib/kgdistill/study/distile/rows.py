@@ -4,7 +4,8 @@ Owns a row of one run (:func:`run_row`: its test metrics, or NaN and :data:`NOT_
 record) and :func:`compare`, which groups the rows of one (model, dim, method) - several when
 the pair trains several seeds (the ``tie_seeds`` key, :mod:`.seeds`) - into one line: the mean
 over the seeds with a record, ``±`` its standard deviation and ``seeds`` (how many), beside the
-published number of the paper dimension the profile's dimension stands for (:func:`paper_dims`).
+published number of the paper dimension the profile's dimension stands for (:func:`paper_dims`)
+and the difference ``Δ``, metrics in the order of the MetaSD tables (:data:`DISTILE_METRICS`).
 Torch-free: it reads records (JSON mappings) and plain numbers only.
 """
 from __future__ import annotations
@@ -13,11 +14,13 @@ import math
 
 import pandas as pd
 
+from ...core.metrics import METRICS
 from ..intervals import mean_sd
 from ..tables import DAGGER, convergence_mark
 
-#: the DistilE paper's column order
-DISTILE_METRICS = ("MRR", "H@10", "H@3", "H@1")
+#: the metrics of the DistilE tables, in the order of every table of the study (the MetaSD ones' too;
+#: the DistilE paper prints MRR, H@10, H@3, H@1)
+DISTILE_METRICS = METRICS
 #: the paper's dimensions, matched by position with a profile's teacher_dim / student_dims
 PAPER_TEACHER_DIM, PAPER_STUDENT_DIMS = 64, (32, 16, 8)
 #: the DistilE paper's link-prediction table of each dataset
@@ -66,7 +69,8 @@ def merged_mark(marks: list[str]) -> str:
 
 def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = DISTILE_METRICS, student_dims=None,
             teacher_dim: int | None = None) -> pd.DataFrame:
-    """Measured rows beside the paper's: columns ``<m>`` and ``<m> paper`` per metric.
+    """Measured rows beside the paper's: columns ``<m>``, ``<m> paper`` and ``<m> Δ`` (measured −
+    paper) per metric, as in :func:`kgdistill.study.tables.results_table`.
 
     ``paper`` is a published table's ``rows`` mapping (``"<dim>/<method>" -> {model: metrics}``,
     teacher row ``"64/Tea."``); the profile's dimensions are matched to the paper's by position
@@ -101,5 +105,6 @@ def compare(rows: list[dict], paper: dict, metrics: tuple[str, ...] = DISTILE_ME
             if several:
                 entry[f"{m} ±"] = sd
             entry[f"{m} paper"] = published_row.get(m, float("nan"))
+            entry[f"{m} Δ"] = entry[m] - entry[f"{m} paper"]
         out.append(entry)
     return pd.DataFrame(out).set_index(["model", "dim", "method"])

@@ -17,17 +17,35 @@ spec and puts it beside the published Table 5:
   process keeps busy can take several times as long as one).
 
 The machine (:func:`kgdistill.core.records.machine_description`) is named in
-:meth:`Table5.timing_caption`: times depend on it.
+:meth:`Table5.timing_caption`: times depend on it. So the timings are measured once and saved
+(:meth:`Table5.timing_table` with ``saved``: a :mod:`kgdistill.study.measured` file), then read
+back by later runs unless asked to measure again (``retime``) or the saved ones were timed with
+another ``timing`` spec; parameters are always counted afresh.
 """
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from ...core.records import machine_description, pick_device
+from ...distile.kge import build_kge
 from ...distile.timing import all_triples, inference_table
+from ..measured import read_measurement, save_measurement
+from ..measured import shown_path as _shown
 from ..profile import published
 from .rows import paper_dims
+
+log = logging.getLogger("kgdistill")
+
+
+def _origin(saved: str | Path, machine: str) -> str:
+    """Where Table 5's timings are kept: the same line whether timed now or read back (an unchanged
+    measurement leaves the executed notebook unchanged; the console says which it was)."""
+    return (f"Table 5's timings: {_shown(saved)} (timed on {machine}); scripts/reproduce.py --retime "
+            "(notebook parameter retime=True) times them again")
 
 
 class Table5:
@@ -86,26 +104,75 @@ class Table5:
             )
         return triples[:limit] if limit else triples
 
-    def timing_caption(self) -> str:
-        """What Table 5's times are: how many triples of which benchmark, on which machine, how
-        many passes; the machine makes it vary between computers (not for nbval)."""
-        spec = self.section["timing"]
-        repeats = self.timing_repeats()
+    def _timing_machine(self, device: torch.device) -> str:
         before = torch.get_num_threads()
         torch.set_num_threads(self.timing_threads())  # the machine as it was timed
         try:
-            machine = machine_description(self.timing_device())
+            return machine_description(device)
         finally:
             torch.set_num_threads(before)
+
+    def timing_caption(self) -> str:
+        """What Table 5's times are: how many triples of which benchmark, on which machine, how
+        many passes; the machine makes it vary between computers (not for nbval). Timings read
+        back (:meth:`timing_rows`) keep the caption they were saved with."""
+        if self._saved_caption:
+            return self._saved_caption
+        spec = self.section["timing"]
+        repeats = self.timing_repeats()
+        machine = self._timing_machine(self.timing_device())
         return (f"{len(self.timed_triples()):,} triples of {self.section['datasets'][spec['dataset']]} ranked "
                 f"(batch {spec.get('batch_size', 1024)}) on {machine}; "
                 f"seconds: median of {repeats} pass{'es' if repeats != 1 else ''} per model, "
                 "min-max their range; speed-up: ratio of medians")
 
-    def timing_table(self) -> pd.DataFrame:
-        """Table 5 (:meth:`timing`) indexed by (model, dim), with the paper dimension (``paper dim``) and
-        the paper's ``params paper``, ``seconds paper (GPU)`` and ``speedup paper`` of that dimension."""
-        timing = pd.DataFrame(self.timing())
+    #: where the timings of the last :meth:`timing_table` came from (a sentence; None before)
+    timing_origin: str | None = None
+    _saved_caption: str | None = None
+
+    def timing_about(self) -> dict:
+        """What a saved measurement must have been timed for to be read back: the section's
+        ``timing`` spec, models and dimensions (another spec: measured again)."""
+        spec = self.section["timing"]
+        return {"timing": spec, "models": list(spec.get("models", self.section["models"])),
+                "dims": [self.section["teacher_dim"], *self.section["student_dims"]]}
+
+    def counted_parameters(self) -> list[dict]:
+        """Rows ``{model, dim, params}`` of the timed models, counted without timing them."""
+        ds = self.dataset(self.section["timing"]["dataset"])
+        return [{"model": model, "dim": dim,
+                 "params": build_kge(model, ds.n_entities, ds.n_relations, dim).parameter_counts()["dense"]}
+                for model in self.timing_about()["models"] for dim in self.timing_about()["dims"]]
+
+    def timing_rows(self, saved: str | Path | None = None, retime: bool = True) -> list[dict]:
+        """:meth:`timing` rows, or with ``saved`` (a measurement file) and not ``retime``, the rows
+        saved there when they were timed for this spec (:meth:`timing_about`; parameters counted
+        afresh). Measured rows are written to ``saved``; :attr:`timing_origin` says which it was."""
+        found = read_measurement(saved, self.timing_about()) if saved and not retime else None
+        if found is not None:
+            measured = found.frame.reset_index()
+            counted = pd.DataFrame(self.counted_parameters())
+            rows = counted.merge(measured.drop(columns="params", errors="ignore"), on=["model", "dim"], how="left")
+            self._saved_caption = found.notes.get("caption")
+            self.timing_origin = _origin(saved, found.machine)
+            log.info("Table 5's timings read back from %s", saved)
+            return rows.to_dict(orient="records")
+        log.info("Table 5: timing the models of each dimension")
+        rows = self.timing()
+        self._saved_caption = None
+        self.timing_origin = "Table 5's timings: measured now, not saved"
+        if saved:
+            machine = self._timing_machine(self.timing_device())
+            self.timing_origin = _origin(saved, machine)
+            save_measurement(saved, pd.DataFrame(rows).set_index(["model", "dim"]), self.timing_about(),
+                             machine=machine, notes={"caption": self.timing_caption()})
+        return rows
+
+    def timing_table(self, saved: str | Path | None = None, retime: bool = True) -> pd.DataFrame:
+        """Table 5 (:meth:`timing_rows`: measured, or read back from ``saved`` unless ``retime``) indexed
+        by (model, dim), with the paper dimension (``paper dim``) and the paper's ``params paper``,
+        ``seconds paper (GPU)`` and ``speedup paper`` of that dimension."""
+        timing = pd.DataFrame(self.timing_rows(saved, retime))
         paper = published("distile", "table5", "rows")
         dims = paper_dims(self.section["teacher_dim"], self.section["student_dims"])
         timing["paper dim"] = timing["dim"].map({dim: str(p) for dim, p in dims.items()})
