@@ -145,7 +145,7 @@ def clone(tmp_path_factory) -> Path:
 
 def test_a_second_run_changes_nothing_writes_no_checkpoint_and_only_retime_retimes(clone, tmp_path):
     first = reproduce(clone, "--only", "00", "05")  # trains the smoke runs of notebook 05, times the footprint
-    assert "    cell 4/" in first.stdout and "training epochs" in first.stdout  # cells and training reach the console
+    assert "    cell 4/" in first.stdout and "to train" in first.stdout  # cells and training reach the console
     results = clone / "results" / "smoke"
     weights = sorted(results.glob("runs/**/*.pt"))
     assert weights
@@ -160,7 +160,7 @@ def test_a_second_run_changes_nothing_writes_no_checkpoint_and_only_retime_retim
 
     second = reproduce(clone, "--only", "00", "05")
     assert status(clone) == []  # no content change, no new file (no checkpoint, no failed copy)
-    assert "training epochs" not in second.stdout and "read back" in second.stdout
+    assert "to train" not in second.stdout and "read back" in second.stdout
     assert "executed copy unchanged" in second.stdout
 
     for path in aside.rglob("*.pt"):  # with the weights there, timings are still read back

@@ -231,7 +231,7 @@ def fit(
                unit="epoch")
     interval_start = time.time()  # wall clock since the last checkpoint, for stop_at_time
     last_line = time.perf_counter()  # of the last epoch line (_epoch_line)
-    log.info("%s: training epochs %d-%d", config.run_name(), first_epoch, config.max_epochs)
+    log.info("%s: epochs %d-%d to train", config.run_name(), first_epoch, config.max_epochs)
     for epoch in range(first_epoch, config.max_epochs + 1):
         if plateau.reached:  # resumed from the checkpoint that reached it
             break
