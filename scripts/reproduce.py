@@ -277,7 +277,8 @@ def stop_kernel() -> None:
 def normalise(path: Path, target: Path) -> None:
     """Drop from an executed copy what changes on every run without its content changing:
     papermill's execution times (notebook and cells), nbclient's message timestamps, the absolute
-    paths of input and output (shown relative to the repository) and the injected cell's random
+    paths of input and output and the repository paths a cell prints (shown relative to the
+    repository) and the injected cell's random
     id; a cell's consecutive outputs to one stream become one (how the kernel happened to flush
     them is not content)."""
     import nbformat
@@ -298,6 +299,7 @@ def normalise(path: Path, target: Path) -> None:
             cell.id = "injected-parameters"
         merged = []
         for output in cell.get("outputs", []):
+            _relative_paths(output)
             last = merged[-1] if merged else None
             if (output.output_type == "stream" and last is not None and last.output_type == "stream"
                     and last.name == output.name):
@@ -307,6 +309,17 @@ def normalise(path: Path, target: Path) -> None:
         if "outputs" in cell:
             cell.outputs = merged
     nbformat.write(nb, path)
+
+
+def _relative_paths(output) -> None:
+    """A printed path inside the repository shown relative to it (e.g. the files a save cell
+    lists): the clone's location is not the notebook's content."""
+    root = str(ROOT) + os.sep
+    if output.get("output_type") == "stream" and root in output.get("text", ""):
+        output["text"] = output["text"].replace(root, "")
+    plain = output.get("data", {}).get("text/plain")
+    if isinstance(plain, str) and root in plain:
+        output["data"]["text/plain"] = plain.replace(root, "")
 
 
 def execute(nb: Path, target: Path, parameters: dict, failed: Path, stderr_to_console: bool = False,
