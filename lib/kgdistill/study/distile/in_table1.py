@@ -28,6 +28,7 @@ from ...distile.config import DistilEConfig
 from ...distile.kge import build_kge
 from ...metasd.config import RunConfig
 from ..profile import NamedRunSpec, config_for, register_section, trained_on
+from ..tables import convergence_mark
 from .grid import DistilEStudy
 
 #: the profile section of Table 1's added DistilE row, its keys and defaults
@@ -182,17 +183,19 @@ def table1_rows(study, key: str = TABLE1_SECTION) -> Table1Rows:
     for ds in datasets:
         data = study.dataset(section["datasets"][ds])
         runner._datasets[section["datasets"][ds]] = data
-        dims, teacher_mrr = None, []
+        dims, teacher_mrr, teachers = None, [], []
         for seed, dims, fields in table1_seeds(profile, block, ds, data):
             config, _ = table1_distilled(runner, block, ds, dims, fields)
             teacher = runner.records[config.teacher_config().run_name()]
             teacher_mrr.append(teacher["test"][teacher["selected_model"]]["all"]["MRR"])
+            teachers.append(teacher)
             specs.append(NamedRunSpec(block["row"], ds, seed, config.run_name()))
         sizes.append({
             "": ds, "trained on": section["datasets"][ds], "MetaSD source P": dims["metasd_source"],
             "teacher dim": dims["teacher_dim"], "teacher size": dims["teacher_size"],
             "MetaSD student nonzero": dims["metasd_student"], "student dim": dims["student_dim"],
             "student size": dims["student_size"], "teacher test MRR": sum(teacher_mrr) / len(teacher_mrr),
+            "teacher converged": convergence_mark(teachers),  # † on a teacher that hit its epoch budget
         })
     frame = pd.DataFrame(sizes).set_index("").rename_axis(None)
     return Table1Rows(specs, dict(runner.records), frame)
